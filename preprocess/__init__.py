@@ -1,0 +1,1 @@
+"""Data preparation: loaders and the built-in demo data set."""

@@ -1,0 +1,198 @@
+"""The engine: the model state plus every recommender, behind string ids.
+
+This is the only class the service talks to. It is given data (items, users, interactions) and
+events; it never reads the database. Each public method takes the engine's lock, so an event
+applied by one request is never half-seen by another.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from recommenders.base import normalise
+from recommenders.collaborative import CollaborativeRecommender
+from recommenders.content_based import ContentRecommender
+from recommenders.event_based import EventBasedRecommender
+from recommenders.hybrid import HybridPolicy, HybridRecommender, candidate_mask, rank_contributions
+from recommenders.interaction_data import EventWeighting, InteractionData
+from recommenders.popular import PopularityRecommender
+from recommenders.realtime import RealtimeRecommender
+from recommenders.records import EventType, InteractionRecord, ItemRecord, Recommendation
+
+CASES = ("hybrid", "collaborative", "content_based", "behavior_based", "popular")
+
+
+class UnknownKeyError(LookupError):
+    """An item or category the engine does not know; `kind` says which."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"unknown {kind} '{key}'")
+        self.kind = kind
+        self.key = key
+
+
+class Engine:
+    def __init__(self, data: InteractionData, policy: HybridPolicy = HybridPolicy()) -> None:
+        self.data = data
+        self.popular = PopularityRecommender()
+        self.content = ContentRecommender()
+        self.collaborative = CollaborativeRecommender()
+        self.behavior = EventBasedRecommender()
+        self.hybrid = HybridRecommender({"collaborative": self.collaborative, "content": self.content,
+                                         "behavior": self.behavior, "popular": self.popular}, policy)
+        self.realtime = RealtimeRecommender(self.behavior, self.content, self.collaborative)
+        self._lock = threading.RLock()
+        self.fitted_at = 0.0
+        self.fit_seconds = 0.0
+
+    @classmethod
+    def build(cls, items: Sequence[ItemRecord], user_ids: Iterable[str], interactions: Iterable[InteractionRecord],
+              weighting: EventWeighting = EventWeighting(), policy: HybridPolicy = HybridPolicy()) -> "Engine":
+        """A fitted engine from plain records (what the store or a data loader returns)."""
+        engine = cls(InteractionData(items, user_ids, interactions, weighting), policy)
+        engine.fit()
+        return engine
+
+    def fit(self) -> None:
+        started = time.perf_counter()
+        with self._lock:
+            self.data.compact()
+            self.hybrid.fit(self.data)
+        self.fit_seconds = time.perf_counter() - started
+        self.fitted_at = time.time()
+
+    # -- writes -----------------------------------------------------------------------------
+    def observe(self, event: InteractionRecord) -> None:
+        """Apply one stored event to every part of the state it touches, and nothing else."""
+        with self._lock:
+            item = self._item_index(event.item_id)
+            user = self.data.users.get(event.user_id)
+            first_touch = user is None or item not in self.data.seen_items(user)
+            user, _ = self.data.observe(event)
+            if first_touch:
+                self.behavior.observe_new_pair(self.data, user, item)
+
+    def add_item(self, item: ItemRecord) -> None:
+        with self._lock:
+            index, _ = self.data.add_item(item)
+            self.content.add_item(item, index)
+
+    def add_user(self, user_id: str) -> None:
+        with self._lock:
+            self.data.add_user(user_id)
+
+    def compact(self) -> None:
+        """Fold recent events into the snapshots and refresh the cheap whole-matrix model (user-based)."""
+        with self._lock:
+            self.data.compact()
+            self.behavior.compact()
+            self.collaborative.user_based.fit(self.data)
+
+    # -- reads ------------------------------------------------------------------------------
+    def recommend(self, user_id: str | None, k: int, case: str = "hybrid", method: str | None = None,
+                  product_id: str | None = None, category: str | None = None) -> list[Recommendation]:
+        """Top-k for one user by one of the CASES; users with no history get popular items."""
+        with self._lock:
+            user = None if user_id is None else self.data.users.get(user_id)
+            product = None if product_id is None else self._item_index(product_id)
+            allowed = self._category_mask(category)
+            if case == "content_based" and product is not None:
+                return self._single(self.content.similar_items(self.data, product), "content", user, k, allowed, product)
+            if case == "popular" or user is None or len(self.data.seen_items(user)) == 0:
+                return self._single(self.popular.score(self.data), "popular", user, k, allowed)
+            if case == "hybrid":
+                return self._labelled(*self.hybrid.recommend_labelled(self.data, user, k, method, allowed))
+            if case == "collaborative":
+                result = self._single(self.collaborative.score(self.data, user), "collaborative", user, k, allowed)
+                return self._with_predicted_ratings(result, user)
+            if case == "content_based":
+                return self._single(self.content.score(self.data, user), "content", user, k, allowed)
+            if case == "behavior_based":
+                return self._single(self.behavior.score(self.data, user), "behavior", user, k, allowed)
+            raise ValueError(f"unknown case '{case}'")
+
+    def realtime_recommend(self, user_id: str | None, k: int, product_id: str | None = None,
+                           event_type: EventType = EventType.VIEW) -> list[Recommendation]:
+        """Next items given the user's latest events and the product on screen (if any)."""
+        with self._lock:
+            user = None if user_id is None else self.data.users.get(user_id)
+            product = None if product_id is None else self._item_index(product_id)
+            weight = max(self.data.weighting.weight(event_type, 5.0), 1.0)
+            return self._labelled(*self.realtime.recommend(self.data, user, k, product, weight))
+
+    def similar_items(self, item_id: str, k: int) -> list[Recommendation]:
+        """Items like this one: co-bought/co-rated neighbours and text neighbours, blended."""
+        with self._lock:
+            item = self._item_index(item_id)
+            candidates = candidate_mask(self.data, None, None)
+            candidates[item] = False
+            signals = {"collaborative": self.collaborative.similar_items(self.data, item),
+                       "content": self.content.similar_items(self.data, item)}
+            contributions = {name: 0.5 * normalise(s, candidates) for name, s in signals.items()}
+            return self._labelled(*rank_contributions(self.data, None, k, contributions, candidates))
+
+    def popular_items(self, k: int, category: str | None = None) -> list[Recommendation]:
+        with self._lock:
+            return self._single(self.popular.score(self.data), "popular", None, k, self._category_mask(category))
+
+    def user_profile(self, user_id: str, top: int = 3) -> dict:
+        """History size and the categories the user leans to, by preference weight."""
+        with self._lock:
+            user = self.data.users.get(user_id)
+            if user is None:
+                return {"history_size": 0, "top_categories": []}
+            items, weights = self.data.preference_row(user)
+            categories = self.data.item_category[items]
+            known = categories >= 0
+            totals = np.bincount(categories[known], weights=weights[known], minlength=len(self.data.categories))
+            order = np.argsort(-totals, kind="stable")[:top]
+            return {"history_size": int(len(self.data.seen_items(user))),
+                    "top_categories": [{"name": self.data.categories.id_of(i), "weight": round(float(totals[i]), 3)}
+                                       for i in order if totals[i] > 0]}
+
+    def knows_item(self, item_id: str) -> bool:
+        return item_id in self.data.items
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"users": self.data.n_users, "items": self.data.n_items,
+                    "interactions": self.data.n_interactions, "categories": len(self.data.categories),
+                    "pending_rows": self.data.events.pending_rows + self.data.ratings.pending_rows,
+                    "last_seq": self.data.last_seq, "fitted_at": self.fitted_at,
+                    "fit_seconds": round(self.fit_seconds, 4)}
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _item_index(self, item_id: str) -> int:
+        index = self.data.items.get(item_id)
+        if index is None:
+            raise UnknownKeyError("item", item_id)
+        return index
+
+    def _category_mask(self, category: str | None) -> np.ndarray | None:
+        try:
+            return self.data.category_mask(category)
+        except KeyError:
+            raise UnknownKeyError("category", category) from None
+
+    def _single(self, scores: np.ndarray, strategy: str, user: int | None, k: int, allowed: np.ndarray | None,
+                also_exclude: int | None = None) -> list[Recommendation]:
+        candidates = candidate_mask(self.data, user, allowed)
+        if also_exclude is not None:
+            candidates[also_exclude] = False
+        items, values, _ = rank_contributions(self.data, user, k, {strategy: normalise(scores, candidates)}, candidates)
+        return self._labelled(items, values, [strategy] * len(items))
+
+    def _labelled(self, items: np.ndarray, scores: np.ndarray, labels: list[str]) -> list[Recommendation]:
+        ids = self.data.items.ids_of(items)
+        return [Recommendation(item, float(score), label) for item, score, label in zip(ids, scores, labels)]
+
+    def _with_predicted_ratings(self, result: list[Recommendation], user: int) -> list[Recommendation]:
+        indices = np.array([self.data.items.get(r.item) for r in result], dtype=np.int64)
+        predicted = self.collaborative.user_based.predict_ratings(self.data, user, indices)
+        for recommendation, rating in zip(result, predicted):
+            if np.isfinite(rating):
+                recommendation.extra["predicted_rating"] = round(float(rating), 2)
+        return result

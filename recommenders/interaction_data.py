@@ -1,0 +1,241 @@
+"""The engine's model state: who did what with which item, in index space.
+
+Built once from the store's interactions, then updated one event at a time by `observe`.
+Recommenders read it; they never query the database.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from recommenders.records import EventType, InteractionRecord, ItemRecord
+from recommenders.sparse_state import IdMap, IncrementalMatrix, resized
+
+RECENT_EVENTS_KEPT = 20
+EVENT_TYPES = list(EventType)
+TYPE_CODES = {t: code for code, t in enumerate(EVENT_TYPES)}
+
+
+@dataclass(frozen=True)
+class EventWeighting:
+    """Implicit preference an event adds to a user-item cell.
+
+    A rating r counts max(r - rating_neutral, 0): a 2-star rating marks the item as seen but is
+    not a reason to recommend things like it.
+    """
+
+    view: float = 1.0
+    add_to_cart: float = 3.0
+    purchase: float = 5.0
+    rating_neutral: float = 2.0
+
+    def event_weight(self, event_type: EventType) -> float:
+        return {EventType.VIEW: self.view, EventType.ADD_TO_CART: self.add_to_cart, EventType.PURCHASE: self.purchase}.get(
+            event_type, 0.0
+        )
+
+    def rating_weight(self, ratings: np.ndarray) -> np.ndarray:
+        return np.maximum(ratings - self.rating_neutral, 0.0)
+
+    def weight(self, event_type: EventType, rating: float | None) -> float:
+        if event_type == EventType.RATING:
+            return float(self.rating_weight(np.array([rating or 0.0]))[0])
+        return self.event_weight(event_type)
+
+
+class RecentEvents:
+    """Each user's latest events, oldest first: what they are doing right now.
+
+    Held as arrays sorted by (user, time) with an index pointer per user, plus the events that
+    arrived since they were built; no per-user Python objects at build time.
+    """
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray,
+                 types: np.ndarray, n_users: int) -> None:
+        order = np.lexsort((times, users))
+        self._columns = np.column_stack([items, weights, times, types]).astype(np.float64)[order]
+        self._indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=n_users))])
+        self._new: dict[int, list[tuple[float, float, float, float]]] = {}
+
+    def append(self, user: int, item: int, weight: float, timestamp: float, event_type: EventType) -> None:
+        events = self._new.setdefault(user, [])
+        events.append((item, weight, timestamp, TYPE_CODES[event_type]))
+        del events[:-RECENT_EVENTS_KEPT]
+
+    def of(self, user: int, n: int = RECENT_EVENTS_KEPT) -> "Recent":
+        """The user's last `n` events, oldest first."""
+        rows = np.empty((0, 4))
+        if user + 1 < len(self._indptr):
+            start, end = self._indptr[user], self._indptr[user + 1]
+            rows = self._columns[max(start, end - n):end]
+        new = self._new.get(user)
+        if new:
+            rows = np.vstack([rows, np.array(new, dtype=np.float64)])
+        rows = rows[-n:]
+        return Recent(rows[:, 0].astype(np.int64), rows[:, 1], rows[:, 2], rows[:, 3].astype(np.int64))
+
+
+@dataclass(frozen=True)
+class Recent:
+    """Parallel arrays of one user's recent events."""
+
+    items: np.ndarray
+    weights: np.ndarray
+    times: np.ndarray
+    types: np.ndarray
+
+    def behaviour_share(self) -> float:
+        """Share that are views, carts or purchases rather than ratings."""
+        return float(np.mean(self.types != TYPE_CODES[EventType.RATING])) if self.items.size else 0.0
+
+
+class InteractionData:
+    """Users, items and interactions as sparse matrices, with cheap single-event updates."""
+
+    def __init__(self, items: Sequence[ItemRecord], user_ids: Iterable[str], interactions: Iterable[InteractionRecord],
+                 weighting: EventWeighting) -> None:
+        self.weighting = weighting
+        self.items = IdMap(item.item_id for item in items)
+        self.item_records: list[ItemRecord] = list(items)
+        self.categories = IdMap(sorted({item.category for item in items if item.category}))
+        self.item_category = np.array([self._category_index(item) for item in items], dtype=np.int64)
+        self.users = IdMap(user_ids)
+
+        users, items_, types, ratings, times, seqs = _columns(interactions, self.users, self.items)
+        self.n_interactions = len(users)
+        self.last_seq = int(seqs.max()) if len(seqs) else 0  # the store's sequence number applied last
+        shape = (len(self.users), len(self.items))
+        is_rating = types == TYPE_CODES[EventType.RATING]
+        event_weights = np.array([weighting.event_weight(t) for t in EVENT_TYPES])[types]
+        self.events = IncrementalMatrix.from_triples(users[~is_rating], items_[~is_rating], event_weights[~is_rating], shape, "add")
+        self.ratings = IncrementalMatrix.from_triples(users[is_rating], items_[is_rating], ratings[is_rating], shape, "replace")
+        weights = np.where(is_rating, weighting.rating_weight(np.nan_to_num(ratings)), event_weights)
+        self.recent = RecentEvents(users, items_, weights, times, types, len(self.users))
+        self._preference: sp.csr_matrix | None = None
+        self.popularity = np.bincount(items_, weights=weights, minlength=len(self.items)).astype(np.float64)
+        self.last_event_time = float(times.max()) if len(times) else 0.0
+
+    # -- growth ---------------------------------------------------------------------------
+    def add_user(self, user_id: str) -> int:
+        index = self.users.add(user_id)
+        self.events.resize(len(self.users), len(self.items))
+        self.ratings.resize(len(self.users), len(self.items))
+        return index
+
+    def add_item(self, item: ItemRecord) -> tuple[int, bool]:
+        """Index of the item and whether it is new; an existing item's metadata is replaced."""
+        index = self.items.get(item.item_id)
+        if index is not None:
+            self.item_records[index] = item
+            self.item_category[index] = self._category_index(item)
+            return index, False
+        index = self.items.add(item.item_id)
+        self.item_records.append(item)
+        self.item_category = np.append(self.item_category, self._category_index(item))
+        self.popularity = np.append(self.popularity, 0.0)
+        self.events.resize(len(self.users), len(self.items))
+        self.ratings.resize(len(self.users), len(self.items))
+        return index, True
+
+    # -- events ---------------------------------------------------------------------------
+    def observe(self, event: InteractionRecord) -> tuple[int, int]:
+        """Apply one stored event; returns (user index, item index). The item must be known."""
+        user = self.add_user(event.user_id)
+        item = self.items.get(event.item_id)
+        if item is None:
+            raise KeyError(event.item_id)
+        weight = self.weighting.weight(event.event_type, event.rating)
+        if event.event_type == EventType.RATING:
+            self.ratings.update(user, item, float(event.rating))
+        else:
+            self.events.update(user, item, weight)
+        self.recent.append(user, item, weight, event.timestamp, event.event_type)
+        self.popularity[item] += weight
+        self.n_interactions += 1
+        self.last_seq = max(self.last_seq, event.seq)
+        self.last_event_time = max(self.last_event_time, event.timestamp)
+        return user, item
+
+    def compact(self) -> None:
+        """Fold single-event updates into the snapshots that whole-matrix models read."""
+        self.events.compact()
+        self.ratings.compact()
+        self._preference = None
+
+    # -- reads ------------------------------------------------------------------------------
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def preference_row(self, user: int) -> tuple[np.ndarray, np.ndarray]:
+        """(items, preference weights > 0) of one user, up to the latest event."""
+        event_items, event_values = self.events.row(user)
+        rating_items, rating_values = self.ratings.row(user)
+        items = np.concatenate([event_items, rating_items])
+        values = np.concatenate([event_values, self.weighting.rating_weight(rating_values)])
+        unique, inverse = np.unique(items, return_inverse=True)
+        summed = np.bincount(inverse, weights=values, minlength=len(unique))
+        positive = summed > 0
+        return unique[positive], summed[positive]
+
+    def seen_items(self, user: int | None) -> np.ndarray:
+        """Every item the user interacted with, liked or not: never recommended back."""
+        if user is None:
+            return np.empty(0, np.int64)
+        return np.union1d(self.events.row(user)[0], self.ratings.row(user)[0])
+
+    def preference_matrix(self) -> sp.csr_matrix:
+        """All users' preferences as of the last compaction (what whole-matrix models fit on)."""
+        if self._preference is None:
+            ratings = self.ratings.snapshot.copy()
+            ratings.data = self.weighting.rating_weight(ratings.data)
+            shape = (self.n_users, self.n_items)
+            matrix = resized(self.events.snapshot, shape) + resized(ratings, shape)
+            matrix.eliminate_zeros()
+            self._preference = matrix.tocsr()
+        return self._preference
+
+    def seen_matrix(self) -> sp.csr_matrix:
+        """Binary users x items: 1 where the user did anything with the item (as of the last compaction)."""
+        shape = (self.n_users, self.n_items)
+        seen = (resized(self.events.snapshot, shape) + resized(self.ratings.snapshot, shape)).tocsr()
+        seen.data = np.ones_like(seen.data)
+        return seen
+
+    def user_ratings(self, user: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.ratings.row(user)
+
+    def category_mask(self, category: str | None) -> np.ndarray | None:
+        """Boolean mask of the category's items, None for "all", KeyError for an unknown category."""
+        if category is None:
+            return None
+        index = self.categories.get(category)
+        if index is None:
+            raise KeyError(category)
+        return self.item_category == index
+
+    def _category_index(self, item: ItemRecord) -> int:
+        return self.categories.add(item.category) if item.category else -1
+
+
+def _columns(interactions: Iterable[InteractionRecord], users: IdMap, items: IdMap) -> tuple[np.ndarray, ...]:
+    """Interaction records -> parallel numpy columns (user, item, type code, rating, time, seq).
+
+    Events for items not in the catalog are skipped: the store never holds them, and a loader's
+    stray row must not crash a rebuild.
+    """
+    rows = [(users.add(r.user_id), items.get(r.item_id), TYPE_CODES[r.event_type],
+             np.nan if r.rating is None else r.rating, r.timestamp, r.seq) for r in interactions]
+    rows = [row for row in rows if row[1] is not None]
+    dtypes = (np.int64, np.int64, np.int64, np.float64, np.float64, np.int64)
+    if not rows:
+        return tuple(np.empty(0, dtype) for dtype in dtypes)
+    return tuple(np.array(column, dtype) for column, dtype in zip(zip(*rows), dtypes))
+

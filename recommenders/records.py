@@ -1,0 +1,71 @@
+"""Plain records passed between the store, the data loaders and the engine.
+
+They are the narrow interface between the parts: the store returns them, the loaders produce
+them, the engine consumes them. None of them knows about SQL or HTTP.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class EventType(str, Enum):
+    """What a user did with an item."""
+
+    RATING = "rating"
+    VIEW = "view"
+    ADD_TO_CART = "add_to_cart"
+    PURCHASE = "purchase"
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """A catalog entry. `tags` is a tuple so the record stays hashable and immutable."""
+
+    item_id: str
+    name: str
+    category: str = ""
+    brand: str = ""
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    price: float | None = None
+
+    def text(self) -> str:
+        """The free text the content model reads (category and brand are separate fields there)."""
+        return " ".join([self.name, self.description, " ".join(self.tags)])
+
+
+@dataclass(frozen=True)
+class InteractionRecord:
+    """One event. `rating` is set only for `EventType.RATING`; `timestamp` is Unix seconds.
+
+    `seq` is the store's sequence number (0 until stored); `event_id` is the client's
+    idempotency key, if it sent one.
+    """
+
+    user_id: str
+    item_id: str
+    event_type: EventType
+    timestamp: float
+    rating: float | None = None
+    seq: int = 0
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    user_id: str
+    created_at: float
+
+
+@dataclass
+class Recommendation:
+    """One ranked item as the API shows it."""
+
+    item: str
+    score: float
+    strategy: str
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"item": self.item, "score": round(float(self.score), 4), "strategy": self.strategy, **self.extra}

@@ -1,0 +1,147 @@
+"""Growable id maps and a sparse matrix that takes single-cell updates cheaply.
+
+scipy's CSR is fast to read and slow to change, so the matrix is a CSR *snapshot* plus an
+*overlay* of the rows changed since. Reading one row merges the two (cheap); models that need
+every row read the snapshot, which `compact()` refreshes off the request path. It holds user x
+item preferences and item x item co-occurrence counts alike.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class IdMap:
+    """External string id <-> dense integer index; new ids get the next index, no rebuild."""
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        self._ids: list[str] = []
+        self._index: dict[str, int] = {}
+        for external_id in ids:
+            self.add(external_id)
+
+    def add(self, external_id: str) -> int:
+        index = self._index.get(external_id)
+        if index is None:
+            index = len(self._ids)
+            self._index[external_id] = index
+            self._ids.append(external_id)
+        return index
+
+    def get(self, external_id: str) -> int | None:
+        return self._index.get(external_id)
+
+    def id_of(self, index: int) -> str:
+        return self._ids[index]
+
+    def ids_of(self, indices: np.ndarray) -> list[str]:
+        return [self._ids[i] for i in indices]
+
+    def indices(self, external_ids: Iterable[str]) -> np.ndarray:
+        """Indices of known ids; unknown ids are added (used when loading)."""
+        return np.fromiter((self.add(e) for e in external_ids), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, external_id: str) -> bool:
+        return external_id in self._index
+
+
+Combine = Literal["add", "replace"]
+
+
+class IncrementalMatrix:
+    """Sparse values addressed by (row, column), e.g. (user, item).
+
+    combine="add" sums repeated updates (event weights, co-occurrence counts); combine="replace"
+    keeps the latest value (a user's newest rating of an item replaces the old one).
+    """
+
+    def __init__(self, snapshot: sp.csr_matrix, combine: Combine) -> None:
+        self._snapshot = snapshot
+        self._combine = combine
+        self._overlay: dict[int, dict[int, float]] = {}
+        self._shape = snapshot.shape
+
+    @classmethod
+    def from_triples(
+        cls, rows: np.ndarray, columns: np.ndarray, values: np.ndarray, shape: tuple[int, int], combine: Combine
+    ) -> "IncrementalMatrix":
+        """Build from parallel arrays in event order (later events win for "replace")."""
+        if combine == "replace" and len(rows):
+            # Keep the last occurrence of each cell: reverse, then unique keeps the first.
+            keys = rows.astype(np.int64) * max(shape[1], 1) + columns
+            _, last = np.unique(keys[::-1], return_index=True)
+            keep = len(keys) - 1 - last
+            rows, columns, values = rows[keep], columns[keep], values[keep]
+        matrix = sp.csr_matrix((values.astype(np.float64), (rows, columns)), shape=shape)
+        matrix.sum_duplicates()
+        return cls(matrix, combine)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._shape
+
+    @property
+    def snapshot(self) -> sp.csr_matrix:
+        """The compacted matrix; rows changed since the last `compact()` are not in it."""
+        return self._snapshot
+
+    @property
+    def pending_rows(self) -> int:
+        return len(self._overlay)
+
+    def resize(self, n_rows: int, n_columns: int) -> None:
+        self._shape = (max(self._shape[0], n_rows), max(self._shape[1], n_columns))
+
+    def update(self, row: int, column: int, value: float) -> None:
+        cells = self._overlay.get(row)
+        if cells is None:
+            cells = self._overlay[row] = self._snapshot_row_dict(row)
+        cells[column] = cells.get(column, 0.0) + value if self._combine == "add" else value
+        self.resize(row + 1, column + 1)
+
+    def row(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(column indices, values) of one row, including changes not yet compacted."""
+        overlay = self._overlay.get(row)
+        if overlay is not None:
+            items = np.fromiter(overlay.keys(), dtype=np.int64, count=len(overlay))
+            values = np.fromiter(overlay.values(), dtype=np.float64, count=len(overlay))
+            return items, values
+        if row >= self._snapshot.shape[0]:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        start, end = self._snapshot.indptr[row], self._snapshot.indptr[row + 1]
+        return self._snapshot.indices[start:end].astype(np.int64), self._snapshot.data[start:end]
+
+    def compact(self) -> None:
+        """Fold the overlay into a new snapshot (O(nnz)); readers keep the old one until the swap."""
+        overlay, self._overlay = self._overlay, {}
+        base = self._snapshot.tocoo()
+        if overlay:
+            changed = np.fromiter(overlay.keys(), dtype=np.int64)
+            keep = ~np.isin(base.row, changed)
+            rows = [base.row[keep]]
+            cols = [base.col[keep]]
+            vals = [base.data[keep]]
+            for row, cells in overlay.items():
+                rows.append(np.full(len(cells), row, dtype=np.int64))
+                cols.append(np.fromiter(cells.keys(), dtype=np.int64, count=len(cells)))
+                vals.append(np.fromiter(cells.values(), dtype=np.float64, count=len(cells)))
+            base = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=self._shape)
+        self._snapshot = sp.csr_matrix((base.data, (base.row, base.col)), shape=self._shape)
+
+    def _snapshot_row_dict(self, row: int) -> dict[int, float]:
+        columns, values = self.row(row)
+        return dict(zip(columns.tolist(), values.tolist()))
+
+
+def resized(matrix: sp.csr_matrix, shape: tuple[int, int]) -> sp.csr_matrix:
+    """A copy grown to `shape` (new rows/columns empty); the matrix itself when already that shape."""
+    if matrix.shape == shape:
+        return matrix
+    matrix = matrix.copy()
+    matrix.resize(shape)
+    return matrix

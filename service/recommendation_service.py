@@ -1,0 +1,180 @@
+"""The application service: the one place that wires the store, the engine and the cache together.
+
+The web layer and the Socket.IO handlers call it; it calls nothing above it. An event is
+committed to the store first, then applied to the engine, then the user's cache is dropped:
+once a write is acknowledged it is durable and visible to the next read.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from config import Settings
+from preprocess.demo_catalog import demo_interactions, demo_items, demo_user_ids
+from recommenders.engine import Engine, UnknownKeyError
+from recommenders.hybrid import HybridPolicy
+from recommenders.interaction_data import EventWeighting
+from recommenders.records import EventType, InteractionRecord, ItemRecord, Recommendation
+from service.errors import InvalidRequestError, NotFoundError
+from storage import Store, UnknownItemError
+from utils.cache import RecommendationCache
+
+HISTORY_SHOWN = 20
+
+
+@dataclass
+class RecommendationResult:
+    recommendations: list[Recommendation]
+    source: str  # "cache" or "computed"
+
+
+@dataclass
+class InteractionOutcome:
+    interaction: InteractionRecord
+    cache_invalidated: bool
+    duplicate: bool = False  # the event_id was already stored; nothing new was applied
+    recommendations: list[Recommendation] = field(default_factory=list)
+
+
+class RecommendationService:
+    def __init__(self, settings: Settings, store: Store, engine: Engine, cache: RecommendationCache) -> None:
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.cache = cache
+        self.started_at = time.time()
+
+    @classmethod
+    def create(cls, settings: Settings) -> "RecommendationService":
+        """Open the store, seed the demo catalog into an empty one, and build the engine from it."""
+        store = Store(settings.database_url)
+        if settings.load_demo_data and store.is_empty():
+            seed_demo_data(store)
+        cache = RecommendationCache(settings.ttl.model_dump(), settings.cache_max_entries)
+        return cls(settings, store, build_engine(store, settings), cache)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- reads ------------------------------------------------------------------------------
+    def recommendations(self, user_id: str | None, count: int, case: str = "hybrid", method: str | None = None,
+                        product_id: str | None = None, category: str | None = None) -> RecommendationResult:
+        if user_id is None and case != "popular" and not (case == "content_based" and product_id):
+            raise InvalidRequestError(f"user_id is required for case '{case}'"
+                                      + (" (or give product_id)" if case == "content_based" else ""))
+        variant = ("recommend", case, method, product_id, category)
+        if user_id is None:
+            return self._cached("popular", variant, count,
+                                lambda k: self.engine.recommend(None, k, case, method, product_id, category))
+        return self._cached_for_user(user_id, variant, count,
+                                     lambda k: self.engine.recommend(user_id, k, case, method, product_id, category))
+
+    def realtime_recommendations(self, user_id: str, count: int, product_id: str | None = None,
+                                 event_type: EventType = EventType.VIEW) -> RecommendationResult:
+        return self._cached_for_user(user_id, ("realtime", product_id, event_type.value), count,
+                                     lambda k: self.engine.realtime_recommend(user_id, k, product_id, event_type))
+
+    def similar_items(self, item_id: str, count: int) -> RecommendationResult:
+        return self._cached("similar", item_id, count, lambda k: self.engine.similar_items(item_id, k))
+
+    def popular(self, count: int, category: str | None = None) -> RecommendationResult:
+        return self._cached("popular", ("popular", category), count, lambda k: self.engine.popular_items(k, category))
+
+    # -- writes -----------------------------------------------------------------------------
+    def record_interaction(self, user_id: str, item_id: str, event_type: EventType, rating: float | None = None,
+                           timestamp: float | None = None, event_id: str | None = None) -> InteractionOutcome:
+        """Commit, apply to the model, drop the user's cache, and compute fresh recommendations."""
+        record = InteractionRecord(user_id=user_id, item_id=item_id, event_type=event_type, rating=rating,
+                                   timestamp=time.time() if timestamp is None else timestamp, event_id=event_id)
+        try:
+            stored, created = self.store.append_interaction(record)
+        except UnknownItemError:
+            raise NotFoundError("item", item_id) from None
+        if created:
+            self.engine.observe(stored)
+        invalidated = self.cache.invalidate_user(user_id) or created
+        fresh = self.engine.realtime_recommend(user_id, self.settings.default_count, item_id, event_type)
+        return InteractionOutcome(stored, cache_invalidated=invalidated, duplicate=not created, recommendations=fresh)
+
+    # -- catalog and users ------------------------------------------------------------------
+    def list_items(self, category: str | None, limit: int, offset: int) -> tuple[list[ItemRecord], int]:
+        return self.store.list_items(category, limit, offset), self.store.count_items(category)
+
+    def get_item(self, item_id: str) -> ItemRecord:
+        item = self.store.get_item(item_id)
+        if item is None:
+            raise NotFoundError("item", item_id)
+        return item
+
+    def upsert_item(self, item: ItemRecord) -> bool:
+        created = self.store.upsert_item(item)
+        self.engine.add_item(item)
+        self.cache.invalidate("similar", item.item_id)
+        return created
+
+    def categories(self) -> list[tuple[str, int]]:
+        return self.store.categories()
+
+    def create_user(self, user_id: str) -> bool:
+        created = self.store.add_user(user_id)
+        self.engine.add_user(user_id)
+        return created
+
+    def user_profile(self, user_id: str) -> dict:
+        cached = self.cache.get("profiles", user_id)
+        if cached is not None:
+            return cached
+        user = self.store.get_user(user_id)
+        if user is None:
+            raise NotFoundError("user", user_id)
+        history = self.store.user_interactions(user_id)
+        profile = self.engine.user_profile(user_id)
+        result = {"user_id": user_id, "created_at": user.created_at, "interactions": len(history),
+                  "history": [{"item_id": h.item_id, "event_type": h.event_type.value, "rating": h.rating,
+                               "timestamp": h.timestamp} for h in history[:HISTORY_SHOWN]],
+                  "top_categories": profile["top_categories"]}
+        self.cache.put("profiles", user_id, result)
+        return result
+
+    # -- operations -------------------------------------------------------------------------
+    def health(self) -> dict:
+        store_ok = self.store.ping()
+        return {"status": "ok" if store_ok else "degraded", "store": "ok" if store_ok else "unreachable",
+                "model": {key: value for key, value in self.engine.stats().items() if key in ("users", "items", "interactions")},
+                "uptime_seconds": round(time.time() - self.started_at, 1)}
+
+    def stats(self) -> dict:
+        return {"cache": self.cache.stats(), "engine": self.engine.stats(), "store": self.store.counts()}
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _cached(self, kind: str, key, count: int, compute, variant=None) -> RecommendationResult:
+        """Serve `count` from the cached full-length list, computing it at max_count on a miss."""
+        cached = self.cache.get(kind, key, variant)
+        if cached is not None:
+            return RecommendationResult(cached[:count], "cache")
+        ranked = self._compute(compute)
+        self.cache.put(kind, key, ranked, variant)
+        return RecommendationResult(ranked[:count], "computed")
+
+    def _cached_for_user(self, user_id: str, variant, count: int, compute) -> RecommendationResult:
+        return self._cached("recommendations", user_id, count, compute, variant)
+
+    def _compute(self, compute) -> list[Recommendation]:
+        try:
+            return compute(self.settings.max_count)
+        except UnknownKeyError as error:
+            raise NotFoundError(error.kind, error.key) from None
+
+
+def seed_demo_data(store: Store) -> None:
+    """Load the demo catalog, users and histories (only into an empty store)."""
+    store.upsert_items(demo_items())
+    store.add_users(demo_user_ids())
+    store.append_interactions(demo_interactions())
+
+
+def build_engine(store: Store, settings: Settings) -> Engine:
+    """A fitted engine from everything in the store, in sequence order."""
+    weighting = EventWeighting(**settings.event_weights.model_dump())
+    policy = HybridPolicy(**settings.hybrid.model_dump())
+    return Engine.build(store.all_items(), store.all_user_ids(), store.iter_interactions(), weighting, policy)

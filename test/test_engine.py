@@ -1,0 +1,163 @@
+"""The engine and its recommenders through their public interfaces, on small hand-made data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recommenders.base import normalise, top_k
+from recommenders.collaborative import keep_top_per_row
+from recommenders.engine import CASES, Engine, UnknownKeyError
+from recommenders.records import EventType, InteractionRecord, ItemRecord
+from recommenders.sparse_state import IncrementalMatrix
+
+FRUIT = [ItemRecord(f"fruit{i}", f"Fruit {i}", "fruit", "Orchard", "sweet fresh fruit juicy", ("fresh",)) for i in range(6)]
+TOOLS = [ItemRecord(f"tool{i}", f"Tool {i}", "tools", "Forge", "steel hammer wrench sturdy", ("steel",)) for i in range(6)]
+ITEMS = FRUIT + TOOLS
+
+
+def rating(user: str, item: str, value: float, t: float = 0.0) -> InteractionRecord:
+    return InteractionRecord(user, item, EventType.RATING, t, rating=value)
+
+
+def event(user: str, item: str, kind: EventType, t: float = 0.0) -> InteractionRecord:
+    return InteractionRecord(user, item, kind, t)
+
+
+@pytest.fixture
+def engine() -> Engine:
+    """Fruit lovers and tool lovers; 'fan' has rated two fruits only."""
+    history = []
+    for u in range(4):
+        history += [rating(f"fruitlover{u}", f"fruit{i}", 5, t=i) for i in range(5)]
+        history += [rating(f"toollover{u}", f"tool{i}", 5, t=i) for i in range(5)]
+    history += [rating("fan", "fruit0", 5, t=10), rating("fan", "fruit1", 4, t=11)]
+    return Engine.build(ITEMS, ["fan"], history)
+
+
+def ids(recommendations) -> list[str]:
+    return [r.item for r in recommendations]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_case_ranks_the_users_taste_first_and_never_repeats_seen_items(engine, case):
+    result = ids(engine.recommend("fan", 3, case))
+    assert len(result) == 3
+    assert not {"fruit0", "fruit1"} & set(result)
+    if case != "popular":
+        assert all(item.startswith("fruit") for item in result), result
+
+
+def test_unknown_user_gets_popular_items_not_an_error(engine):
+    result = engine.recommend("stranger", 4)
+    assert len(result) == 4 and {r.strategy for r in result} == {"popular"}
+
+
+def test_an_event_changes_the_next_answer_without_a_refit(engine):
+    before = ids(engine.recommend("newcomer", 3, "content_based"))
+    for item in ("tool0", "tool1", "tool2"):
+        engine.observe(event("newcomer", item, EventType.VIEW))
+    after = ids(engine.recommend("newcomer", 3, "content_based"))
+    assert after != before
+    assert all(item.startswith("tool") and item not in ("tool0", "tool1", "tool2") for item in after)
+
+
+def test_purchases_weigh_more_than_views_in_behaviour(engine):
+    engine.observe(event("shopper", "fruit0", EventType.VIEW, t=1))
+    engine.observe(event("shopper", "tool0", EventType.PURCHASE, t=2))
+    assert engine.recommend("shopper", 1, "behavior_based")[0].item.startswith("tool")
+
+
+def test_cooccurrence_grows_with_each_event(engine):
+    # Nobody has ever touched fruit5 and tool5 together; two users doing so links them.
+    assert "tool5" not in ids(engine.realtime_recommend(None, 3, "fruit5"))
+    for user in ("a", "b"):
+        engine.observe(event(user, "fruit5", EventType.PURCHASE))
+        engine.observe(event(user, "tool5", EventType.PURCHASE))
+    assert ids(engine.realtime_recommend(None, 1, "fruit5")) == ["tool5"]
+
+
+def test_a_new_item_is_recommendable_at_once_by_content(engine):
+    engine.add_item(ItemRecord("fruit_new", "Fruit new", "fruit", "Orchard", "sweet fresh fruit juicy", ("fresh",)))
+    assert "fruit_new" in ids(engine.similar_items("fruit0", 6))
+    engine.observe(event("fan", "fruit_new", EventType.VIEW))  # and events on it are accepted
+
+
+def test_category_filter_and_unknown_keys(engine):
+    assert all(r.item.startswith("tool") for r in engine.recommend("fan", 3, "hybrid", category="tools"))
+    with pytest.raises(UnknownKeyError):
+        engine.recommend("fan", 3, category="nope")
+    with pytest.raises(UnknownKeyError):
+        engine.similar_items("nope", 3)
+    with pytest.raises(UnknownKeyError):
+        engine.observe(event("fan", "nope", EventType.VIEW))
+
+
+def test_hybrid_weights_follow_history_size(engine):
+    data, hybrid = engine.data, engine.hybrid
+    fan = data.users.get("fan")
+    assert hybrid.weights(data, fan) == pytest.approx({"collaborative": 0.3, "content": 0.7})
+    heavy = data.users.get("fruitlover0")
+    for i in range(20):
+        engine.add_item(ItemRecord(f"extra{i}", f"Extra {i}", "fruit"))
+        engine.observe(event("fruitlover0", f"extra{i}", EventType.VIEW))
+    assert hybrid.weights(data, heavy) == pytest.approx({"collaborative": 0.7, "content": 0.3})
+    assert list(hybrid.weights(data, fan, "switching")) == ["content"]
+    assert sum(hybrid.weights(data, fan, "adaptive").values()) == pytest.approx(1.0)
+
+
+def test_collaborative_predicts_ratings_on_the_rating_scale(engine):
+    result = engine.recommend("fan", 3, "collaborative")
+    predicted = [r.extra["predicted_rating"] for r in result if "predicted_rating" in r.extra]
+    assert predicted and all(1.0 <= p <= 5.0 for p in predicted)
+    assert all(0.0 <= r.score <= 1.0 for r in result)
+
+
+def test_rebuild_from_the_same_events_ranks_the_same(engine):
+    engine.observe(event("fan", "tool0", EventType.VIEW, t=20))
+    rebuilt = Engine.build(ITEMS, engine.data.users.ids_of(np.arange(engine.data.n_users)),
+                           _replayed(engine))
+    for case in CASES:
+        assert ids(rebuilt.recommend("fan", 5, case)) == ids(engine.recommend("fan", 5, case))
+
+
+def _replayed(engine: Engine) -> list[InteractionRecord]:
+    history = []
+    for u in range(4):
+        history += [rating(f"fruitlover{u}", f"fruit{i}", 5, t=i) for i in range(5)]
+        history += [rating(f"toollover{u}", f"tool{i}", 5, t=i) for i in range(5)]
+    return history + [rating("fan", "fruit0", 5, t=10), rating("fan", "fruit1", 4, t=11),
+                      event("fan", "tool0", EventType.VIEW, t=20)]
+
+
+def test_top_k_excludes_masks_and_breaks_ties_by_index():
+    scores = np.array([0.5, 0.9, 0.9, 0.1, 0.9])
+    items, values = top_k(scores, 2, exclude=np.array([1]))
+    assert items.tolist() == [2, 4] and values.tolist() == [0.9, 0.9]
+    items, _ = top_k(scores, 10, allowed=np.array([True, False, False, True, False]))
+    assert items.tolist() == [0, 3]
+
+
+def test_normalise_puts_any_scale_on_zero_to_one():
+    assert normalise(np.array([1.0, 3.0, 5.0])).tolist() == [0.0, 0.5, 1.0]
+    assert normalise(np.array([2.0, 2.0])).tolist() == [1.0, 1.0]
+    assert normalise(np.zeros(3)).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_keep_top_per_row_keeps_the_largest_entries():
+    matrix = sp.csr_matrix(np.array([[0.1, 0.5, 0.3, 0.0], [0.0, 0.2, 0.0, 0.9]]))
+    kept = keep_top_per_row(matrix, 1).toarray()
+    assert kept.tolist() == [[0.0, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.9]]
+
+
+def test_incremental_matrix_overlay_equals_a_rebuild():
+    rows, cols, vals = np.array([0, 1, 1]), np.array([0, 1, 1]), np.array([1.0, 2.0, 3.0])
+    added = IncrementalMatrix.from_triples(rows, cols, vals, (2, 3), "add")
+    replaced = IncrementalMatrix.from_triples(rows, cols, vals, (2, 3), "replace")
+    assert added.snapshot.toarray()[1, 1] == 5.0 and replaced.snapshot.toarray()[1, 1] == 3.0
+    added.update(1, 2, 4.0)
+    added.update(3, 0, 1.0)  # a row beyond the snapshot: the matrix grows
+    assert added.row(1)[1].tolist() == [5.0, 4.0]
+    added.compact()
+    assert added.pending_rows == 0
+    assert added.snapshot.toarray().tolist() == [[1, 0, 0], [0, 5, 4], [0, 0, 0], [1, 0, 0]]
