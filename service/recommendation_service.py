@@ -174,7 +174,21 @@ def seed_demo_data(store: Store) -> None:
 
 
 def build_engine(store: Store, settings: Settings) -> Engine:
-    """A fitted engine from everything in the store, in sequence order."""
+    """The engine exactly as the last process had it: fitted up to the latest checkpoint, then every
+    later event replayed through the same `observe` path that applied it live.
+
+    The first start has no checkpoint: it fits on the whole log and records one.
+    """
     weighting = EventWeighting(**settings.event_weights.model_dump())
     policy = HybridPolicy(**settings.hybrid.model_dump())
-    return Engine.build(store.all_items(), store.all_user_ids(), store.iter_interactions(), weighting, policy)
+    checkpoint = store.latest_checkpoint()
+    first_start = checkpoint is None
+    if first_start:
+        checkpoint = store.last_seq()
+    engine = Engine.build(store.all_items(), store.all_user_ids(), store.iter_interactions(until_seq=checkpoint),
+                          weighting, policy)
+    if first_start:
+        store.record_checkpoint(checkpoint, engine.fit_seconds)
+    for event in store.iter_interactions(after_seq=checkpoint):
+        engine.observe(event)
+    return engine

@@ -1,0 +1,105 @@
+"""The database tables. Only storage/ imports this: the rest of the app sees plain records."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    column,
+    or_,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from recommenders.records import EventType
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend: SQLite drops the zone, so naive values read back as UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, str: String}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime]
+
+
+class Item(Base):
+    __tablename__ = "items"
+
+    item_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str]
+    category: Mapped[str] = mapped_column(index=True)
+    brand: Mapped[str]
+    description: Mapped[str] = mapped_column(Text)
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    price: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime]
+
+
+class Interaction(Base):
+    """The append-only event log; `seq` is its order, which incremental model updates follow."""
+
+    __tablename__ = "interactions"
+    __table_args__ = (
+        # Built from EventType so the enum and the constraint cannot drift apart.
+        CheckConstraint(
+            column("event_type").in_([e.value for e in EventType]), name="ck_interactions_event_type"
+        ),
+        CheckConstraint(
+            or_(column("rating").is_(None), column("rating").between(1, 5)), name="ck_interactions_rating"
+        ),
+        Index("ix_interactions_user_seq", "user_id", "seq"),
+        # AUTOINCREMENT stops SQLite reusing the seq of deleted tail rows, which readers past it would miss.
+        {"sqlite_autoincrement": True},
+    )
+
+    # SQLite only autoincrements an INTEGER PRIMARY KEY, so BIGINT would never be assigned there.
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    event_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(String(64), ForeignKey("users.user_id"))
+    item_id: Mapped[str] = mapped_column(String(64), ForeignKey("items.item_id"))
+    event_type: Mapped[str] = mapped_column(String(16))
+    rating: Mapped[float | None] = mapped_column(Float)
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+
+
+class ModelCheckpoint(Base):
+    """The log position a model fit read up to. A restart fits up to the latest one and replays
+    the events after it through the live update path, so it rebuilds exactly the state it had."""
+
+    __tablename__ = "model_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fitted_through_seq: Mapped[int] = mapped_column(BigInteger)
+    fit_seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime]

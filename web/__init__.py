@@ -1,0 +1,28 @@
+"""The HTTP API (docs/api-contract.md) as a Flask app factory with one blueprint per resource."""
+from __future__ import annotations
+
+from flask import Flask
+
+from config.settings import Settings, load_settings
+from service import RecommendationService
+from web import catalog, interactions, recommendations, system, users
+from web.context import SERVICE_KEY, SETTINGS_KEY, get_service
+from web.errors import register_error_handlers
+from web.request_timing import RequestTimer
+
+__all__ = ["create_app", "get_service"]
+
+
+def create_app(settings: Settings | None = None, service: RecommendationService | None = None) -> Flask:
+    """Build the app around `service`, or one created from `settings`; the caller owns its lifetime."""
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # keep the contract's field order
+    app.extensions[SETTINGS_KEY] = settings
+    app.extensions[SERVICE_KEY] = service if service is not None else RecommendationService.create(settings)
+    RequestTimer().init_app(app)
+    register_error_handlers(app)
+    for module in (recommendations, interactions, catalog, users, system):
+        app.register_blueprint(module.bp)
+    return app

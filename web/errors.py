@@ -1,0 +1,93 @@
+"""Every failure answers JSON `{"error", "message", "details"?}`: the contract promises clients
+never see Werkzeug's HTML pages or a bare 500, whatever they send."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Request, Response, jsonify
+from pydantic import ValidationError
+from werkzeug.exceptions import BadRequest, HTTPException
+
+from service import InvalidRequestError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+# Werkzeug's names give the rest: "Not Found" -> not_found, "Unsupported Media Type" -> unsupported_media_type.
+CODES_BY_STATUS = {413: "payload_too_large", 422: "validation_error", 500: "internal_error"}
+
+
+class ApiError(Exception):
+    """An error answer; views may raise it, and every handler below renders through it."""
+
+    def __init__(self, status: int, code: str, message: str, details: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def to_response(self) -> Response:
+        body: dict = {"error": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        response = jsonify(body)
+        response.status_code = self.status
+        return response
+
+
+class ApiRequest(Request):
+    """Says what is wrong with a malformed JSON body; Flask hides that outside debug mode."""
+
+    def on_json_loading_failed(self, e: ValueError | None):
+        if e is None:  # not a JSON content type: Flask's 415
+            return super().on_json_loading_failed(e)
+        raise BadRequest(f"malformed JSON body: {e}")
+
+
+def _api_error(error: ApiError) -> Response:
+    return error.to_response()
+
+
+def _http_error(exc: HTTPException) -> Response | HTTPException:
+    """Werkzeug's errors (unknown route, 405, 413, 415, bad JSON) keep their status and headers (Allow)."""
+    if exc.code is None or exc.code < 400:  # routing redirects are answers, not errors
+        return exc
+    code = CODES_BY_STATUS.get(exc.code, exc.name.lower().replace(" ", "_"))
+    response = ApiError(exc.code, code, exc.description or exc.name).to_response()
+    response.headers.extend((k, v) for k, v in exc.get_headers() if k.lower() != "content-type")
+    return response
+
+
+def _validation_error(exc: ValidationError) -> Response:
+    details = [
+        {
+            "field": ".".join(str(part) for part in error["loc"]) or "body",
+            "message": error["msg"].removeprefix("Value error, "),
+        }
+        for error in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+    message = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+    return ApiError(422, "validation_error", message, details).to_response()
+
+
+def _not_found(exc: NotFoundError) -> Response:
+    return ApiError(404, "not_found", str(exc)).to_response()
+
+
+def _invalid_request(exc: InvalidRequestError) -> Response:
+    return ApiError(422, "validation_error", str(exc)).to_response()
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return ApiError(500, "internal_error", "internal server error").to_response()
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.request_class = ApiRequest
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(ValidationError, _validation_error)
+    app.register_error_handler(NotFoundError, _not_found)
+    app.register_error_handler(InvalidRequestError, _invalid_request)
+    app.register_error_handler(Exception, _unexpected)

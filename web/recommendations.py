@@ -1,0 +1,81 @@
+"""Read-only recommendation routes: the engine README's and the system README's."""
+from __future__ import annotations
+
+from flask import Blueprint
+
+from web.context import get_service, parse_query, recommendations_json
+from web.request_timing import response_time_ms
+from web.schemas import PopularQuery, RealtimeQuery, RecommendQuery, SimilarQuery, UserRecommendationsQuery
+
+bp = Blueprint("recommendations", __name__)
+
+
+@bp.get("/recommendations/<user_id>")
+def for_user(user_id: str) -> dict:
+    """Unknown users are a cold start the service answers with popular items, never an error."""
+    query = parse_query(UserRecommendationsQuery, user_id=user_id)
+    result = get_service().recommendations(query.user_id, query.count)
+    return {
+        "recommendations": recommendations_json(result.recommendations),
+        "user_id": query.user_id,
+        "source": result.source,
+        "response_time_ms": response_time_ms(),
+    }
+
+
+@bp.get("/recommend")
+def by_case() -> dict:
+    query = parse_query(RecommendQuery)
+    result = get_service().recommendations(
+        query.user_id, query.count, case=query.case, method=query.method,
+        product_id=query.product_id, category=query.category,
+    )
+    return {
+        "user_id": query.user_id,
+        "case": query.case,
+        "method": query.method,
+        "product_id": query.product_id,
+        "recommendations": recommendations_json(result.recommendations),
+        "source": result.source,
+        "response_time_ms": response_time_ms(),
+    }
+
+
+@bp.get("/realtime-recommend")
+def realtime() -> dict:
+    query = parse_query(RealtimeQuery)
+    result = get_service().realtime_recommendations(
+        query.user_id, query.count, product_id=query.product_id, event_type=query.event_type,
+    )
+    return {
+        "user_id": query.user_id,
+        "product_id": query.product_id,
+        "event_type": query.event_type.value,
+        "recommendations": recommendations_json(result.recommendations),
+        "source": result.source,
+        "response_time_ms": response_time_ms(),
+    }
+
+
+@bp.get("/similar/<item_id>")
+def similar(item_id: str) -> dict:
+    query = parse_query(SimilarQuery, item_id=item_id)
+    result = get_service().similar_items(query.item_id, query.count)
+    return {
+        "item_id": query.item_id,
+        "similar": recommendations_json(result.recommendations),
+        "source": result.source,
+        "response_time_ms": response_time_ms(),
+    }
+
+
+@bp.get("/popular")
+def popular() -> dict:
+    query = parse_query(PopularQuery)
+    result = get_service().popular(query.count, category=query.category)
+    return {
+        "items": recommendations_json(result.recommendations),
+        "category": query.category,
+        "source": result.source,
+        "response_time_ms": response_time_ms(),
+    }

@@ -1,0 +1,191 @@
+"""Pydantic models for every query string and JSON body of the HTTP API (docs/api-contract.md).
+
+The models hold all input rules, so the views never check a value by hand. Body fields are strict
+(a JSON `true` is not a rating, `"5"` is not a number); query strings arrive as text, so their
+numbers are parsed from decimal strings. `count` is bounded by the settings, which the views pass
+as validation context: `Model.model_validate(data, context={"settings": settings})`.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+
+from recommenders.records import EventType, ItemRecord
+
+ID_PATTERN = r"^[\w.:@+-]+$"
+
+
+def _int_id_to_str(value: Any) -> Any:
+    """JSON integers are accepted as ids and mean their decimal text; booleans are not integers here."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _iso_to_unix(value: Any) -> Any:
+    """ISO 8601 text becomes Unix seconds (a time without zone is UTC); numbers pass through."""
+    if isinstance(value, str):
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
+    return value
+
+
+def _count_or_default(value: Any, info: ValidationInfo) -> Any:
+    """A missing count means the configured default."""
+    return info.context["settings"].default_count if value is None else value
+
+
+def _at_most_max_count(value: int, info: ValidationInfo) -> int:
+    limit = info.context["settings"].max_count
+    if value > limit:
+        raise ValueError(f"count must be at most {limit}")
+    return value
+
+
+Id = Annotated[
+    str,
+    BeforeValidator(_int_id_to_str),
+    Field(strict=True, min_length=1, max_length=64, pattern=ID_PATTERN),
+]
+Rating = Annotated[float, Field(strict=True, ge=1, le=5, allow_inf_nan=False)]
+Timestamp = Annotated[float, BeforeValidator(_iso_to_unix), Field(strict=True, ge=0, allow_inf_nan=False)]
+Count = Annotated[int, BeforeValidator(_count_or_default), Field(ge=1), AfterValidator(_at_most_max_count)]
+Category = Annotated[str, Field(strict=True, min_length=1, max_length=64)]
+Text = Annotated[str, Field(strict=True, max_length=2000)]
+BehaviourEvent = Annotated[Literal["view", "add_to_cart", "purchase"], AfterValidator(EventType)]
+Case = Literal["collaborative", "content_based", "hybrid", "behavior_based", "popular"]
+HybridMethod = Literal["adaptive", "switching"]
+
+
+class QueryModel(BaseModel):
+    """Query strings: unknown parameters are ignored, as HTTP clients add their own (cache busters)."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class BodyModel(BaseModel):
+    """JSON bodies: an unknown field is a client bug worth reporting, not something to drop."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CountQuery(QueryModel):
+    count: Count = Field(default=None, validate_default=True)
+
+
+class UserRecommendationsQuery(CountQuery):
+    user_id: Id
+
+
+class RecommendQuery(CountQuery):
+    """GET /recommend. Field order matters: the checks on method and user_id read case and product_id."""
+
+    case: Case = "hybrid"
+    product_id: Id | None = None
+    category: Category | None = None
+    method: HybridMethod | None = None
+    user_id: Id | None = Field(default=None, validate_default=True)
+
+    @field_validator("method")
+    @classmethod
+    def _method_only_with_hybrid(cls, method: str | None, info: ValidationInfo) -> str | None:
+        if method is not None and info.data.get("case", "hybrid") != "hybrid":
+            raise ValueError("method applies only to case=hybrid")
+        return method
+
+    @field_validator("user_id")
+    @classmethod
+    def _user_needed_unless_anonymous_case(cls, user_id: str | None, info: ValidationInfo) -> str | None:
+        case = info.data.get("case")
+        anonymous = case == "popular" or (case == "content_based" and info.data.get("product_id"))
+        if user_id is None and case is not None and not anonymous:
+            raise ValueError("user_id is required unless case=popular, or case=content_based with a product_id")
+        return user_id
+
+
+class RealtimeQuery(CountQuery):
+    user_id: Id
+    product_id: Id | None = None
+    event_type: BehaviourEvent = EventType.VIEW
+
+
+class SimilarQuery(CountQuery):
+    item_id: Id
+
+
+class PopularQuery(CountQuery):
+    category: Category | None = None
+
+
+class ItemsQuery(QueryModel):
+    category: Category | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class ItemPath(QueryModel):
+    item_id: Id
+
+
+class UserPath(QueryModel):
+    user_id: Id
+
+
+class InteractionBody(BodyModel):
+    """POST /interactions. A rating comes with, and only with, event_type "rating"."""
+
+    user_id: Id
+    item_id: Id
+    event_type: EventType = EventType.RATING
+    timestamp: Timestamp | None = None
+    event_id: Id | None = None
+    rating: Rating | None = Field(default=None, validate_default=True)
+
+    @field_validator("rating")
+    @classmethod
+    def _rating_iff_rating_event(cls, rating: float | None, info: ValidationInfo) -> float | None:
+        event_type = info.data.get("event_type")  # absent when itself invalid (reported already)
+        if event_type is EventType.RATING and rating is None:
+            raise ValueError('rating is required when event_type is "rating"')
+        if event_type is not None and event_type is not EventType.RATING and rating is not None:
+            raise ValueError('rating is only allowed when event_type is "rating"')
+        return rating
+
+
+class EventBody(BodyModel):
+    """POST /event: behavioural events only; ratings go through /interactions."""
+
+    user_id: Id
+    product_id: Id
+    event_type: BehaviourEvent
+    timestamp: Timestamp | None = None
+    event_id: Id | None = None
+
+
+class ItemBody(BodyModel):
+    item_id: Id
+    name: Annotated[str, Field(strict=True, min_length=1, max_length=200)]
+    category: Annotated[str, Field(strict=True, max_length=64)] = ""
+    brand: Annotated[str, Field(strict=True, max_length=100)] = ""
+    description: Text = ""
+    tags: Annotated[list[Annotated[str, Field(strict=True, min_length=1, max_length=64)]], Field(max_length=50)] = []
+    price: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] | None = None
+
+    def to_record(self) -> ItemRecord:
+        return ItemRecord(**{**self.model_dump(), "tags": tuple(self.tags)})
+
+
+class UserBody(BodyModel):
+    user_id: Id

@@ -1,0 +1,21 @@
+"""Operational routes: liveness for load balancers, counters for the shell and the benches."""
+from __future__ import annotations
+
+from flask import Blueprint
+
+from web.context import get_service
+from web.request_timing import current_timer
+
+bp = Blueprint("system", __name__)
+
+
+@bp.get("/health")
+def health() -> tuple[dict, int]:
+    """503 when the service reports anything but ok, so a load balancer takes the instance out."""
+    report = get_service().health()
+    return report, 200 if report.get("status") == "ok" else 503
+
+
+@bp.get("/stats")
+def stats() -> dict:
+    return {**get_service().stats(), "requests": current_timer().snapshot()}
