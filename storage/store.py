@@ -47,6 +47,7 @@ _SQLITE_PRAGMAS = (
 _ITEM_FIELDS = ("name", "category", "brand", "description", "tags", "price", "updated_at")
 
 # Any fixed number: PostgreSQL advisory-lock key that every process agrees on.
+_APPEND_LOCK_KEY = 0x5EC5_0002
 _SCHEMA_LOCK_KEY = 0x5EC5_0001
 
 _S = TypeVar("_S", bound=Select[Any])
@@ -177,6 +178,7 @@ class Store:
         now = _utc_now()
         try:
             with self._engine.begin() as conn:
+                _serialise_appends(conn)
                 if conn.execute(select(Item.item_id).where(Item.item_id == rec.item_id)).first() is None:
                     raise UnknownItemError(rec.item_id)
                 self._ensure_users(conn, [rec.user_id], now)
@@ -206,6 +208,7 @@ class Store:
         inserted = 0
         try:
             with self._engine.begin() as conn:
+                _serialise_appends(conn)
                 known_items = set(conn.execute(select(Item.item_id)).scalars())
                 known_users: set[str] = set()
                 for batch in _batched(recs, batch_size):
@@ -317,6 +320,17 @@ def _lock_schema(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+
+
+def _serialise_appends(conn: Connection) -> None:
+    """Make commit order equal seq order, so every seq <= last_seq() is already visible.
+
+    PostgreSQL hands out seqs at insert time and transactions may commit out of order; a model
+    rebuild reading "everything up to seq N" would then miss a late commit below N. SQLite already
+    admits one writer at a time. The lock is held to the end of the (short) transaction.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(_APPEND_LOCK_KEY)))
 
 
 def _rejected(exc: IntegrityError) -> ValueError:
