@@ -49,7 +49,9 @@ class UserBasedRecommender(Recommender):
         k = min(self.neighbours, int(np.count_nonzero(similarity > 0)))
         if k == 0:
             return np.empty(0, np.int64), np.empty(0)
-        top = np.argpartition(-similarity, k - 1)[:k]
+        kth = similarity[np.argpartition(-similarity, k - 1)[k - 1]]
+        # Every user tied with the k-th is a neighbour: who is chosen never depends on index order.
+        top = np.flatnonzero(similarity >= kth)
         return top, similarity[top]
 
     def score(self, data: InteractionData, user: int) -> np.ndarray:

@@ -87,6 +87,18 @@ def test_keep_alive_serves_two_requests_on_one_connection(server):
     assert connection.sock is first_socket
 
 
+def test_accepted_connections_inherit_tcp_nodelay():
+    """Without TCP_NODELAY a keep-alive client waits ~44 ms per answer for the delayed ACK."""
+    from web.server import listening_socket
+
+    with listening_socket("127.0.0.1", 0) as listener:
+        assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        with socket.create_connection(listener.getsockname()[:2]):
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
 def test_binds_loopback_by_default(server):
     """No --host and no HOST: only 127.0.0.1 listens, nothing on all interfaces."""
     port_hex = f"{server.process.port:04X}"
@@ -123,4 +135,5 @@ def test_sigterm_stops_the_server_cleanly(server):
     stdout, stderr = server.stdout.read_text(), server.stderr.read_text()
     assert "Server stopped" in stdout
     assert "development server" not in stderr + stdout
+    assert '"GET /health HTTP/1.1" 200' not in stderr + stdout  # no access log unless LOG_REQUESTS=1
     assert "Traceback" not in stderr

@@ -17,7 +17,17 @@ from geventwebsocket.handler import WebSocketHandler
 BACKLOG = 1024  # room for bursts of new connections while the process is busy
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
+class RequestHandler(WebSocketHandler):
+    """WebSocket-capable handler that writes its access log to the server's `log`, as pywsgi does.
+
+    geventwebsocket sends access lines to a logger of its own that prints only in its debug mode,
+    so LOG_REQUESTS=1 would show nothing.
+    """
+
+    log_request = pywsgi.WSGIHandler.log_request
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
     """A listening socket with TCP_NODELAY set once for every accepted connection.
 
     Linux copies TCP_NODELAY from the listener to each accepted socket. Without it a keep-alive
@@ -44,9 +54,9 @@ def run_server(app, host: str, port: int) -> None:
     Per-request access logs are off by default (they cost time and flood the terminal the shell
     shares); set LOG_REQUESTS=1 to turn them on. Errors are still logged to stderr.
     """
-    listener = _listening_socket(host, port)
+    listener = listening_socket(host, port)
     access_log = "default" if os.environ.get("LOG_REQUESTS") == "1" else None
-    server = pywsgi.WSGIServer(listener, app, log=access_log, handler_class=WebSocketHandler)
+    server = pywsgi.WSGIServer(listener, app, log=access_log, handler_class=RequestHandler)
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, server.stop)
 

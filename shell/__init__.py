@@ -1,0 +1,1 @@
+"""Interactive shell and HTTP client for the recommendation service (`python main.py shell`)."""
