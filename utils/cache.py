@@ -4,14 +4,27 @@ TTLs follow the engine README's table (config.CacheTTLs). Ranked lists are cache
 largest `count` a client may ask for, so one entry answers every smaller `count`.
 User-scoped kinds keep all of a user's variants (case, method, ...) under the user's key, so an
 interaction drops every one of them in one step.
+
+`RecommendationCache` lives in one process; `RedisRecommendationCache` is shared by every server
+process, so an interaction handled by one process drops the answers all of them would serve.
+`make_cache` picks one from the settings.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Hashable
+from typing import TYPE_CHECKING, Any, Hashable
 
+import redis
 from cachetools import TTLCache
+
+from recommenders.records import Recommendation
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 USER_SCOPED = ("recommendations", "profiles")
 KINDS = ("recommendations", "profiles", "similar", "popular")
@@ -21,6 +34,13 @@ KINDS = ("recommendations", "profiles", "similar", "popular")
 class _Counter:
     hits: int = 0
     misses: int = 0
+
+
+def _kind_stats(hits: int, misses: int, size: int, max_size: int | None, ttl: int) -> dict:
+    """One kind's /stats entry, the same shape for both backends."""
+    lookups = hits + misses
+    return {"hits": hits, "misses": misses, "hit_rate": round(hits / lookups, 4) if lookups else 0.0,
+            "size": size, "max_size": max_size, "ttl_seconds": ttl}
 
 
 class RecommendationCache:
@@ -73,8 +93,111 @@ class RecommendationCache:
             result = {}
             for kind in KINDS:
                 counter, cache = self._counters[kind], self._caches[kind]
-                lookups = counter.hits + counter.misses
-                result[kind] = {"hits": counter.hits, "misses": counter.misses,
-                                "hit_rate": round(counter.hits / lookups, 4) if lookups else 0.0,
-                                "size": len(cache), "max_size": int(cache.maxsize), "ttl_seconds": self._ttls[kind]}
+                result[kind] = _kind_stats(counter.hits, counter.misses, len(cache), int(cache.maxsize),
+                                           self._ttls[kind])
             return result
+
+
+# Reads the entry (a hash field when a field is given, else a plain key) and counts the hit or miss
+# in the same round trip, so the counters are cluster-wide and cost no extra request.
+_GET_AND_COUNT = """
+local value
+if ARGV[2] then value = redis.call('HGET', KEYS[1], ARGV[2]) else value = redis.call('GET', KEYS[1]) end
+redis.call('HINCRBY', KEYS[2], ARGV[1] .. (value and ':hits' or ':misses'), 1)
+return value
+"""
+
+
+def _dump(value: Any) -> str:
+    """Deterministic JSON, so equal keys and variants map to the same Redis key or field in every process."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _encode(value: Any) -> str:
+    """JSON, never pickle: a shared cache must not run code on load. Lists are ranked Recommendations."""
+    return _dump([dataclasses.asdict(r) for r in value] if isinstance(value, list) else value)
+
+
+def _decode(raw: str | None) -> Any | None:
+    if raw is None:
+        return None
+    value = json.loads(raw)
+    return [Recommendation(**r) for r in value] if isinstance(value, list) else value
+
+
+class RedisRecommendationCache:
+    """The same cache kept in Redis, shared by every server process that uses the same namespace.
+
+    User-scoped kinds are one hash per (kind, user), `{ns}:{kind}:{user_id}`, one field per variant;
+    the other kinds are plain keys `{ns}:{kind}:{json key}`. Hits and misses are counted in the hash
+    `{ns}:stats`. Redis evicts by its own policy, so there is no entry limit here.
+    """
+
+    def __init__(self, redis_url: str, ttls: dict[str, int], namespace: str = "recs") -> None:
+        self._ttls = dict(ttls)
+        self._ns = namespace
+        self._redis = redis.Redis.from_url(redis_url, decode_responses=True)  # pooled; gevent-friendly
+        self._get_and_count = self._redis.register_script(_GET_AND_COUNT)
+
+    def get(self, kind: str, key: Hashable, variant: Hashable = None) -> Any | None:
+        """The cached value or None; `variant` distinguishes answers within a user-scoped entry."""
+        field = [_dump(variant)] if kind in USER_SCOPED else []
+        return _decode(self._get_and_count(keys=[self._key(kind, key), self._stats_key], args=[kind, *field]))
+
+    def put(self, kind: str, key: Hashable, value: Any, variant: Hashable = None) -> None:
+        name, ttl = self._key(kind, key), self._ttls[kind]
+        if kind not in USER_SCOPED:
+            self._redis.set(name, _encode(value), ex=ttl)
+            return
+        # EXPIRE NX sets the TTL only on a hash that has none, i.e. the one HSET just created:
+        # later variants do not extend the user's entry, as in the local cache.
+        with self._redis.pipeline() as pipe:
+            pipe.hset(name, _dump(variant), _encode(value))
+            pipe.expire(name, ttl, nx=True)
+            pipe.execute()
+
+    def invalidate_user(self, user_id: str) -> bool:
+        """Drop everything cached for the user (one DEL); True if anything was there."""
+        return self._redis.delete(*(self._key(kind, user_id) for kind in USER_SCOPED)) > 0
+
+    def invalidate(self, kind: str, key: Hashable) -> None:
+        self._redis.delete(self._key(kind, key))
+
+    def expire(self) -> None:
+        """Nothing to do: Redis drops expired keys itself. Kept so both caches share one interface."""
+
+    def stats(self) -> dict:
+        """Cluster-wide counters; sizes come from SCAN, fine for /stats but never for a request path."""
+        counters = self._redis.hgetall(self._stats_key)
+        return {kind: _kind_stats(int(counters.get(f"{kind}:hits", 0)), int(counters.get(f"{kind}:misses", 0)),
+                                  self._count(f"{kind}:*"), None, self._ttls[kind])
+                for kind in KINDS}
+
+    def clear(self) -> None:
+        """Delete every key of the namespace, counters included (for tests)."""
+        keys = list(self._redis.scan_iter(match=self._pattern("*"), count=1000))
+        if keys:
+            self._redis.delete(*keys)
+
+    @property
+    def _stats_key(self) -> str:
+        return f"{self._ns}:stats"
+
+    def _key(self, kind: str, key: Hashable) -> str:
+        """User-scoped kinds are keyed by the user id as is; other keys (tuples, None, ids) as JSON."""
+        return f"{self._ns}:{kind}:{key if kind in USER_SCOPED else _dump(key)}"
+
+    def _pattern(self, suffix: str) -> str:
+        """A SCAN pattern under the namespace, which is escaped so it matches only itself."""
+        return re.sub(r"([*?\[\]\\])", r"\\\1", self._ns) + ":" + suffix
+
+    def _count(self, suffix: str) -> int:
+        return sum(1 for _ in self._redis.scan_iter(match=self._pattern(suffix), count=1000))
+
+
+def make_cache(settings: Settings) -> RecommendationCache | RedisRecommendationCache:
+    """Redis when REDIS_URL is set, so several server processes share one cache; else in-process."""
+    ttls = settings.ttl.model_dump()
+    if settings.redis_url:
+        return RedisRecommendationCache(settings.redis_url, ttls)
+    return RecommendationCache(ttls, settings.cache_max_entries)

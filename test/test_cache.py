@@ -1,0 +1,160 @@
+"""The cache's behaviour, run against both backends: in-process and the real Redis at 127.0.0.1:6379.
+
+Each Redis test gets its own namespace, cleared afterwards, so runs never see each other's keys.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+from config.settings import load_settings
+from recommenders.records import Recommendation
+from utils.cache import RecommendationCache, RedisRecommendationCache, make_cache
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+TTLS = {"recommendations": 300, "profiles": 3600, "similar": 86400, "popular": 1800}
+STATS_FIELDS = {"hits", "misses", "hit_rate", "size", "max_size", "ttl_seconds"}
+
+RANKED = [Recommendation("i1", 0.9, "hybrid", {"reason": "bought together", "rank": [1, 2]}),
+          Recommendation("i2", 0.25, "content_based")]
+OTHER = [Recommendation("i3", 0.5, "collaborative")]
+PROFILE = {"user_id": "alice", "interactions": 2, "top_categories": [{"name": "books", "weight": 1.5}]}
+HYBRID = ("recommend", "hybrid", None, None, None)
+REALTIME = ("realtime", "i1", "view")
+
+
+@pytest.fixture
+def namespace():
+    name = f"test-cache-{uuid.uuid4().hex}"
+    yield name
+    RedisRecommendationCache(REDIS_URL, TTLS, name).clear()
+
+
+@pytest.fixture(params=["local", "redis"])
+def new_cache(request):
+    """Builds caches of one backend; Redis ones of a test share a namespace, like several processes."""
+    if request.param == "local":
+        return lambda ttls=TTLS: RecommendationCache(ttls)
+    name = request.getfixturevalue("namespace")
+    return lambda ttls=TTLS: RedisRecommendationCache(REDIS_URL, ttls, name)
+
+
+@pytest.fixture
+def cache(new_cache):
+    return new_cache()
+
+
+def test_round_trip_keeps_recommendations_and_their_extra_fields(cache):
+    cache.put("recommendations", "alice", RANKED, HYBRID)
+    cache.put("profiles", "alice", PROFILE)
+    cache.put("similar", "i1", [])
+    assert cache.get("recommendations", "alice", HYBRID) == RANKED
+    assert cache.get("profiles", "alice") == PROFILE
+    assert cache.get("similar", "i1") == []  # an empty answer is a hit, not a miss
+    assert cache.get("similar", "i2") is None
+
+
+def test_variants_of_one_user_are_kept_apart(cache):
+    cache.put("recommendations", "alice", RANKED, HYBRID)
+    cache.put("recommendations", "alice", OTHER, REALTIME)
+    assert cache.get("recommendations", "alice", HYBRID) == RANKED
+    assert cache.get("recommendations", "alice", REALTIME) == OTHER
+    assert cache.get("recommendations", "alice", ("realtime", "i2", "view")) is None
+    assert cache.get("recommendations", "bob", HYBRID) is None
+
+
+def test_invalidate_user_drops_all_of_that_user_only(cache):
+    for user in ("alice", "bob"):
+        cache.put("recommendations", user, RANKED, HYBRID)
+        cache.put("recommendations", user, OTHER, REALTIME)
+        cache.put("profiles", user, PROFILE)
+    assert cache.invalidate_user("alice") is True
+    assert [cache.get("recommendations", "alice", v) for v in (HYBRID, REALTIME)] == [None, None]
+    assert cache.get("profiles", "alice") is None
+    assert cache.get("recommendations", "bob", HYBRID) == RANKED
+    assert cache.get("profiles", "bob") == PROFILE
+    assert cache.invalidate_user("alice") is False
+    assert cache.invalidate_user("nobody") is False
+
+
+def test_non_user_kinds_are_keyed_by_ids_tuples_and_none(cache):
+    cache.put("popular", ("popular", None), RANKED)
+    cache.put("popular", ("popular", "books"), OTHER)
+    cache.put("popular", ("recommend", "popular", None, None, None), OTHER)
+    cache.put("similar", "i1", RANKED)
+    assert cache.get("popular", ("popular", None)) == RANKED
+    assert cache.get("popular", ("popular", "books")) == OTHER
+    assert cache.get("popular", ("recommend", "popular", None, None, None)) == OTHER
+    assert cache.get("popular", ("popular", "toys")) is None
+    cache.invalidate("similar", "i1")
+    assert cache.get("similar", "i1") is None
+    assert cache.get("popular", ("popular", None)) == RANKED
+
+
+def test_entries_expire_after_their_ttl_counted_from_creation(new_cache):
+    cache = new_cache({kind: 1 for kind in TTLS})
+    cache.put("recommendations", "alice", RANKED, HYBRID)
+    cache.put("profiles", "alice", PROFILE)
+    cache.put("popular", ("popular", None), RANKED)
+    time.sleep(0.6)
+    cache.put("recommendations", "alice", OTHER, REALTIME)  # a later variant does not extend the user's entry
+    assert cache.get("recommendations", "alice", HYBRID) == RANKED
+    time.sleep(0.6)
+    cache.expire()
+    assert cache.get("recommendations", "alice", HYBRID) is None
+    assert cache.get("recommendations", "alice", REALTIME) is None
+    assert cache.get("profiles", "alice") is None
+    assert cache.get("popular", ("popular", None)) is None
+
+
+def test_stats_count_hits_misses_and_sizes(cache):
+    assert cache.get("recommendations", "alice", HYBRID) is None
+    cache.put("recommendations", "alice", RANKED, HYBRID)
+    cache.put("recommendations", "alice", OTHER, REALTIME)
+    cache.put("recommendations", "bob", RANKED, HYBRID)
+    cache.get("recommendations", "alice", HYBRID)
+    cache.get("recommendations", "bob", HYBRID)
+    cache.put("popular", ("popular", None), RANKED)
+    stats = cache.stats()
+    assert set(stats) == {"recommendations", "profiles", "similar", "popular"}
+    assert all(set(entry) == STATS_FIELDS for entry in stats.values())
+    recs = stats["recommendations"]
+    assert (recs["hits"], recs["misses"], recs["hit_rate"]) == (2, 1, 0.6667)
+    assert recs["size"] == 2 and recs["ttl_seconds"] == 300  # one entry per user
+    assert (stats["popular"]["size"], stats["popular"]["hit_rate"]) == (1, 0.0)
+    profiles = stats["profiles"]
+    assert (profiles["hits"], profiles["misses"], profiles["size"], profiles["ttl_seconds"]) == (0, 0, 0, 3600)
+
+
+def test_two_redis_caches_on_one_namespace_share_entries_invalidations_and_counts(namespace):
+    """Two server processes: what A caches B serves, and an interaction handled by B drops A's answers."""
+    a, b = (RedisRecommendationCache(REDIS_URL, TTLS, namespace) for _ in range(2))
+    a.put("recommendations", "alice", RANKED, HYBRID)
+    a.put("profiles", "alice", PROFILE)
+    assert b.get("recommendations", "alice", HYBRID) == RANKED
+    assert b.invalidate_user("alice") is True
+    assert a.get("recommendations", "alice", HYBRID) is None
+    assert a.get("profiles", "alice") is None
+    assert a.stats()["recommendations"]["hits"] == 1 and b.stats()["recommendations"]["misses"] == 1
+
+
+def test_redis_layout_is_json_hashes_with_the_kind_ttl(namespace):
+    cache = RedisRecommendationCache(REDIS_URL, TTLS, namespace)
+    cache.put("recommendations", "alice", RANKED, HYBRID)
+    cache.put("popular", ("popular", None), OTHER)
+    client = cache._redis
+    user_key = f"{namespace}:recommendations:alice"
+    assert client.type(user_key) == "hash" and 0 < client.ttl(user_key) <= 300
+    stored = client.hgetall(user_key)
+    assert list(stored) == ['["recommend","hybrid",null,null,null]']
+    assert json.loads(stored[list(stored)[0]])[0]["extra"] == RANKED[0].extra
+    popular_key = f'{namespace}:popular:["popular",null]'
+    assert json.loads(client.get(popular_key))[0]["item"] == "i3" and 0 < client.ttl(popular_key) <= 1800
+
+
+def test_make_cache_picks_redis_only_when_a_url_is_set():
+    assert type(make_cache(load_settings(redis_url=None))) is RecommendationCache
+    assert type(make_cache(load_settings(redis_url=REDIS_URL))) is RedisRecommendationCache
