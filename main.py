@@ -145,16 +145,19 @@ def serve(host: str | None = None, port: int | None = None) -> int:
     monkey.patch_all()  # before the app imports sockets, threads, database drivers
 
     from web import create_app, get_service
+    from web.background import start_background_work
     from web.server import run_server
 
     settings = _settings(host, port)
     app = create_app(settings)
+    scheduler = start_background_work(app)
     try:
         run_server(app, settings.host, settings.port)
     except OSError as error:  # typically the port is taken or the address is not local
         print(f"Cannot serve on {settings.host}:{settings.port}: {error.strerror or error}", file=sys.stderr)
         return 1
     finally:
+        scheduler.shutdown(wait=False)
         with app.app_context():
             get_service().close()  # create_app leaves the service's lifetime (its database) to us
     return 0

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     hybrid: HybridWeights = Field(default_factory=HybridWeights)
     event_weights: EventWeights = Field(default_factory=EventWeights)
     cache_max_entries: int = 10_000  # per cache kind
+    async_mode: str = "gevent"  # Flask-SocketIO's mode; chosen by measurement (bench/README.md)
+    retrain_interval_seconds: int = 600  # full refit off the request path, swapped in atomically
+    compact_interval_seconds: int = 30  # fold single-event updates into the snapshots
+    cache_cleanup_interval_seconds: int = 60
+    trending_interval_seconds: int = 300
 
 
 def load_settings(**overrides) -> Settings:

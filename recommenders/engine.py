@@ -18,7 +18,7 @@ from recommenders.content_based import ContentRecommender
 from recommenders.event_based import EventBasedRecommender
 from recommenders.hybrid import HybridPolicy, HybridRecommender, candidate_mask, rank_contributions
 from recommenders.interaction_data import EventWeighting, InteractionData
-from recommenders.popular import PopularityRecommender
+from recommenders.popular import PopularityRecommender, TrendingRecommender
 from recommenders.realtime import RealtimeRecommender
 from recommenders.records import EventType, InteractionRecord, ItemRecord, Recommendation
 
@@ -38,6 +38,7 @@ class Engine:
     def __init__(self, data: InteractionData, policy: HybridPolicy = HybridPolicy()) -> None:
         self.data = data
         self.popular = PopularityRecommender()
+        self.trending = TrendingRecommender()
         self.content = ContentRecommender()
         self.collaborative = CollaborativeRecommender()
         self.behavior = EventBasedRecommender()
@@ -47,6 +48,8 @@ class Engine:
         self._lock = threading.RLock()
         self.fitted_at = 0.0
         self.fit_seconds = 0.0
+        self.fitted_through_seq = data.last_seq  # events up to here are in the fit
+        self._applied_seqs: set[int] = set()  # stored events applied since the fit
 
     @classmethod
     def build(cls, items: Sequence[ItemRecord], user_ids: Iterable[str], interactions: Iterable[InteractionRecord],
@@ -65,15 +68,24 @@ class Engine:
         self.fitted_at = time.time()
 
     # -- writes -----------------------------------------------------------------------------
-    def observe(self, event: InteractionRecord) -> None:
-        """Apply one stored event to every part of the state it touches, and nothing else."""
+    def observe(self, event: InteractionRecord) -> bool:
+        """Apply one event to every part of the state it touches, and nothing else.
+
+        Idempotent for stored events (seq > 0): a replay after a retrain, or the same event arriving
+        from another process, is applied once. Returns whether it was applied now.
+        """
         with self._lock:
+            if event.seq and (event.seq <= self.fitted_through_seq or event.seq in self._applied_seqs):
+                return False
             item = self._item_index(event.item_id)
             user = self.data.users.get(event.user_id)
             first_touch = user is None or item not in self.data.seen_items(user)
             user, _ = self.data.observe(event)
             if first_touch:
                 self.behavior.observe_new_pair(self.data, user, item)
+            if event.seq:
+                self._applied_seqs.add(event.seq)
+            return True
 
     def add_item(self, item: ItemRecord) -> None:
         with self._lock:
@@ -134,9 +146,15 @@ class Engine:
             contributions = {name: 0.5 * normalise(s, candidates) for name, s in signals.items()}
             return self._labelled(*rank_contributions(self.data, None, k, contributions, candidates))
 
-    def popular_items(self, k: int, category: str | None = None) -> list[Recommendation]:
+    def popular_items(self, k: int, category: str | None = None, trending: bool = False) -> list[Recommendation]:
+        """Most engaged-with items overall or in a category; `trending` favours recent activity."""
         with self._lock:
-            return self._single(self.popular.score(self.data), "popular", None, k, self._category_mask(category))
+            recommender = self.trending if trending else self.popular
+            return self._single(recommender.score(self.data), recommender.name, None, k, self._category_mask(category))
+
+    def rebase_trending(self, now: float | None = None) -> None:
+        with self._lock:
+            self.data.trending.rebase(time.time() if now is None else now)
 
     def user_profile(self, user_id: str, top: int = 3) -> dict:
         """History size and the categories the user leans to, by preference weight."""

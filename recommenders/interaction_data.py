@@ -5,6 +5,7 @@ Recommenders read it; they never query the database.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -15,6 +16,7 @@ from recommenders.records import EventType, InteractionRecord, ItemRecord
 from recommenders.sparse_state import IdMap, IncrementalMatrix, resized
 
 RECENT_EVENTS_KEPT = 20
+TRENDING_HALF_LIFE = 3 * 24 * 3600.0  # a trend halves in three days
 EVENT_TYPES = list(EventType)
 TYPE_CODES = {t: code for code, t in enumerate(EVENT_TYPES)}
 
@@ -92,11 +94,38 @@ class Recent:
         return float(np.mean(self.types != TYPE_CODES[EventType.RATING])) if self.items.size else 0.0
 
 
+class TrendingCounter:
+    """Popularity that fades: each event counts 2^-(age / half_life), so last week's hits sink.
+
+    Scores are kept relative to a reference time so an event costs one addition; `rebase` moves the
+    reference to now (a periodic job) so the numbers stay readable and never overflow.
+    """
+
+    def __init__(self, items: np.ndarray, weights: np.ndarray, times: np.ndarray, n_items: int,
+                 half_life_seconds: float, reference: float) -> None:
+        self.half_life = half_life_seconds
+        self.reference = reference
+        self.scores = np.bincount(items, weights=weights * self._factor(times), minlength=n_items).astype(np.float64)
+
+    def add(self, item: int, weight: float, timestamp: float) -> None:
+        if item >= len(self.scores):
+            self.scores = np.concatenate([self.scores, np.zeros(item + 1 - len(self.scores))])
+        self.scores[item] += weight * self._factor(np.float64(timestamp))
+
+    def rebase(self, now: float) -> None:
+        self.scores *= self._factor(np.float64(self.reference), now)
+        self.reference = now
+
+    def _factor(self, times: np.ndarray, reference: float | None = None) -> np.ndarray:
+        ages = (self.reference if reference is None else reference) - times
+        return np.exp2(-np.clip(ages, -50 * self.half_life, 1000 * self.half_life) / self.half_life)
+
+
 class InteractionData:
     """Users, items and interactions as sparse matrices, with cheap single-event updates."""
 
     def __init__(self, items: Sequence[ItemRecord], user_ids: Iterable[str], interactions: Iterable[InteractionRecord],
-                 weighting: EventWeighting) -> None:
+                 weighting: EventWeighting, trending_half_life: float = TRENDING_HALF_LIFE) -> None:
         self.weighting = weighting
         self.items = IdMap(item.item_id for item in items)
         self.item_records: list[ItemRecord] = list(items)
@@ -117,6 +146,8 @@ class InteractionData:
         self._preference: sp.csr_matrix | None = None
         self.popularity = np.bincount(items_, weights=weights, minlength=len(self.items)).astype(np.float64)
         self.last_event_time = float(times.max()) if len(times) else 0.0
+        self.trending = TrendingCounter(items_, weights, times, len(self.items), trending_half_life,
+                                        reference=max(self.last_event_time, time.time()))
 
     # -- growth ---------------------------------------------------------------------------
     def add_user(self, user_id: str) -> int:
@@ -154,6 +185,7 @@ class InteractionData:
             self.events.update(user, item, weight)
         self.recent.append(user, item, weight, event.timestamp, event.event_type)
         self.popularity[item] += weight
+        self.trending.add(item, weight, event.timestamp)
         self.n_interactions += 1
         self.last_seq = max(self.last_seq, event.seq)
         self.last_event_time = max(self.last_event_time, event.timestamp)

@@ -20,3 +20,16 @@ class PopularityRecommender(Recommender):
 
     def score(self, data: InteractionData, user: int | None = None) -> np.ndarray:
         return np.log1p(data.popularity)
+
+
+class TrendingRecommender(Recommender):
+    """Popularity weighted by recency (see TrendingCounter): what is hot now, not what sold last year."""
+
+    name = "trending"
+
+    def fit(self, data: InteractionData) -> "TrendingRecommender":
+        return self
+
+    def score(self, data: InteractionData, user: int | None = None) -> np.ndarray:
+        scores = data.trending.scores
+        return np.concatenate([scores, np.zeros(data.n_items - len(scores))]) if len(scores) < data.n_items else scores

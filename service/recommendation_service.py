@@ -6,8 +6,10 @@ once a write is acknowledged it is durable and visible to the next read.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
 from config import Settings
 from preprocess.demo_catalog import demo_interactions, demo_items, demo_user_ids
@@ -17,7 +19,7 @@ from recommenders.interaction_data import EventWeighting
 from recommenders.records import EventType, InteractionRecord, ItemRecord, Recommendation
 from service.errors import InvalidRequestError, NotFoundError
 from storage import Store, UnknownItemError
-from utils.cache import RecommendationCache
+from utils.cache import Cache, make_cache
 
 HISTORY_SHOWN = 20
 
@@ -36,13 +38,30 @@ class InteractionOutcome:
     recommendations: list[Recommendation] = field(default_factory=list)
 
 
+class Notifier(Protocol):
+    """Where fresh recommendations go after an event (the Socket.IO rooms, in the web layer)."""
+
+    def push(self, user_id: str, payload: dict) -> None: ...
+
+
+class EventPublisher(Protocol):
+    """Tells the other server processes about a stored event (see service.event_bus)."""
+
+    def publish(self, event: InteractionRecord) -> None: ...
+
+
 class RecommendationService:
-    def __init__(self, settings: Settings, store: Store, engine: Engine, cache: RecommendationCache) -> None:
+    def __init__(self, settings: Settings, store: Store, engine: Engine, cache: Cache) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
         self.cache = cache
+        self.notifier: Notifier | None = None
+        self.publisher: EventPublisher | None = None
         self.started_at = time.time()
+        # Held while an event is applied and while a retrained engine takes over, so no event is
+        # applied to the old engine after the new one read the log.
+        self._swap_lock = threading.Lock()
 
     @classmethod
     def create(cls, settings: Settings) -> "RecommendationService":
@@ -50,8 +69,7 @@ class RecommendationService:
         store = Store(settings.database_url)
         if settings.load_demo_data and store.is_empty():
             seed_demo_data(store)
-        cache = RecommendationCache(settings.ttl.model_dump(), settings.cache_max_entries)
-        return cls(settings, store, build_engine(store, settings), cache)
+        return cls(settings, store, build_engine(store, settings), make_cache(settings))
 
     def close(self) -> None:
         self.store.close()
@@ -77,8 +95,9 @@ class RecommendationService:
     def similar_items(self, item_id: str, count: int) -> RecommendationResult:
         return self._cached("similar", item_id, count, lambda k: self.engine.similar_items(item_id, k))
 
-    def popular(self, count: int, category: str | None = None) -> RecommendationResult:
-        return self._cached("popular", ("popular", category), count, lambda k: self.engine.popular_items(k, category))
+    def popular(self, count: int, category: str | None = None, trending: bool = False) -> RecommendationResult:
+        return self._cached("popular", ("trending" if trending else "popular", category), count,
+                            lambda k: self.engine.popular_items(k, category, trending))
 
     # -- writes -----------------------------------------------------------------------------
     def record_interaction(self, user_id: str, item_id: str, event_type: EventType, rating: float | None = None,
@@ -91,10 +110,28 @@ class RecommendationService:
         except UnknownItemError:
             raise NotFoundError("item", item_id) from None
         if created:
-            self.engine.observe(stored)
+            self._apply(stored)
+            if self.publisher is not None:
+                self.publisher.publish(stored)
         invalidated = self.cache.invalidate_user(user_id) or created
         fresh = self.engine.realtime_recommend(user_id, self.settings.default_count, item_id, event_type)
+        if self.notifier is not None:
+            self.notifier.push(user_id, {
+                "user_id": user_id, "recommendations": [r.as_dict() for r in fresh],
+                "trigger": {"item_id": item_id, "event_type": event_type.value}, "generated_at": time.time()})
         return InteractionOutcome(stored, cache_invalidated=invalidated, duplicate=not created, recommendations=fresh)
+
+    def apply_remote_event(self, event: InteractionRecord) -> bool:
+        """An event another process stored: apply it here too (once), so any process answers any user."""
+        if self.engine.data.items.get(event.item_id) is None:
+            item = self.store.get_item(event.item_id)  # created on the other process since our fit
+            if item is None:
+                return False
+            self.engine.add_item(item)
+        applied = self._apply(event)
+        if applied:
+            self.cache.invalidate_user(event.user_id)
+        return applied
 
     # -- catalog and users ------------------------------------------------------------------
     def list_items(self, category: str | None, limit: int, offset: int) -> tuple[list[ItemRecord], int]:
@@ -136,6 +173,36 @@ class RecommendationService:
         self.cache.put("profiles", user_id, result)
         return result
 
+    # -- model maintenance (scheduled jobs) -------------------------------------------------
+    def retrain(self, run_fit: Callable[[Callable[[], Engine]], Engine] = lambda fit: fit()) -> dict:
+        """Fit a new engine on the log and swap it in; requests keep using the old one meanwhile.
+
+        `run_fit` runs the expensive part; the server passes one that uses a native thread so the
+        event loop keeps serving. Events stored while it fits are replayed into the new engine
+        under the swap lock, so none is lost and none is applied twice.
+        """
+        through = self.store.last_seq()
+        fresh = run_fit(lambda: build_engine(self.store, self.settings, through_seq=through, replay=False))
+        with self._swap_lock:
+            replayed = sum(fresh.observe(event) for event in self.store.iter_interactions(after_seq=through))
+            self.engine = fresh
+        self.store.record_checkpoint(through, fresh.fit_seconds)
+        return {"fitted_through_seq": through, "replayed": int(replayed), "fit_seconds": round(fresh.fit_seconds, 3)}
+
+    def compact(self) -> dict:
+        """Fold recent single-event updates into the engine's snapshots (keeps reads fast)."""
+        pending = self.engine.stats()["pending_rows"]
+        self.engine.compact()
+        return {"compacted_rows": pending}
+
+    def rebase_trending(self) -> dict:
+        self.engine.rebase_trending()
+        return {}
+
+    def expire_cache(self) -> dict:
+        self.cache.expire()
+        return {}
+
     # -- operations -------------------------------------------------------------------------
     def health(self) -> dict:
         store_ok = self.store.ping()
@@ -159,6 +226,10 @@ class RecommendationService:
     def _cached_for_user(self, user_id: str, variant, count: int, compute) -> RecommendationResult:
         return self._cached("recommendations", user_id, count, compute, variant)
 
+    def _apply(self, event: InteractionRecord) -> bool:
+        with self._swap_lock:
+            return self.engine.observe(event)
+
     def _compute(self, compute) -> list[Recommendation]:
         try:
             return compute(self.settings.max_count)
@@ -173,22 +244,24 @@ def seed_demo_data(store: Store) -> None:
     store.append_interactions(demo_interactions())
 
 
-def build_engine(store: Store, settings: Settings) -> Engine:
-    """The engine exactly as the last process had it: fitted up to the latest checkpoint, then every
-    later event replayed through the same `observe` path that applied it live.
+def build_engine(store: Store, settings: Settings, through_seq: int | None = None, replay: bool = True) -> Engine:
+    """The engine fitted on the log up to `through_seq` (default: the latest checkpoint).
 
-    The first start has no checkpoint: it fits on the whole log and records one.
+    With `replay`, every later event then goes through the same `observe` path that applied it
+    live, so a restart rebuilds exactly the state the previous process had. The very first start
+    has no checkpoint: it fits on the whole log and records one.
     """
     weighting = EventWeighting(**settings.event_weights.model_dump())
     policy = HybridPolicy(**settings.hybrid.model_dump())
-    checkpoint = store.latest_checkpoint()
-    first_start = checkpoint is None
-    if first_start:
-        checkpoint = store.last_seq()
-    engine = Engine.build(store.all_items(), store.all_user_ids(), store.iter_interactions(until_seq=checkpoint),
+    first_start = through_seq is None and store.latest_checkpoint() is None
+    if through_seq is None:
+        through_seq = store.last_seq() if first_start else store.latest_checkpoint()
+    engine = Engine.build(store.all_items(), store.all_user_ids(), store.iter_interactions(until_seq=through_seq),
                           weighting, policy)
+    engine.fitted_through_seq = through_seq
     if first_start:
-        store.record_checkpoint(checkpoint, engine.fit_seconds)
-    for event in store.iter_interactions(after_seq=checkpoint):
-        engine.observe(event)
+        store.record_checkpoint(through_seq, engine.fit_seconds)
+    if replay:
+        for event in store.iter_interactions(after_seq=through_seq):
+            engine.observe(event)
     return engine

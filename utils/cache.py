@@ -195,7 +195,10 @@ class RedisRecommendationCache:
         return sum(1 for _ in self._redis.scan_iter(match=self._pattern(suffix), count=1000))
 
 
-def make_cache(settings: Settings) -> RecommendationCache | RedisRecommendationCache:
+Cache = RecommendationCache | RedisRecommendationCache
+
+
+def make_cache(settings: Settings) -> Cache:
     """Redis when REDIS_URL is set, so several server processes share one cache; else in-process."""
     ttls = settings.ttl.model_dump()
     if settings.redis_url:

@@ -5,9 +5,10 @@ from flask import Flask
 
 from config.settings import Settings, load_settings
 from service import RecommendationService
-from web import catalog, interactions, recommendations, system, users
+from web import catalog, demo, interactions, recommendations, socket_events, system, users
 from web.context import SERVICE_KEY, SETTINGS_KEY, get_service
 from web.errors import register_error_handlers
+from web.extensions import socketio
 from web.request_timing import RequestTimer
 
 __all__ = ["create_app", "get_service"]
@@ -23,6 +24,10 @@ def create_app(settings: Settings | None = None, service: RecommendationService 
     app.extensions[SERVICE_KEY] = service if service is not None else RecommendationService.create(settings)
     RequestTimer().init_app(app)
     register_error_handlers(app)
-    for module in (recommendations, interactions, catalog, users, system):
+    for module in (recommendations, interactions, catalog, users, system, demo):
         app.register_blueprint(module.bp)
+    subscriptions = app.extensions[socket_events.SUBSCRIPTIONS_KEY] = socket_events.Subscriptions()
+    socketio.init_app(app, async_mode=settings.async_mode, message_queue=settings.redis_url,
+                      channel="recommendations-socketio")
+    app.extensions[SERVICE_KEY].notifier = socket_events.SocketIONotifier(socketio, subscriptions)
     return app

@@ -189,3 +189,9 @@ class ItemBody(BodyModel):
 
 class UserBody(BodyModel):
     user_id: Id
+
+
+class SubscriptionMessage(BodyModel):
+    """`register_user` / `unregister_user` over Socket.IO."""
+
+    user_id: Id

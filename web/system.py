@@ -4,7 +4,9 @@ from __future__ import annotations
 from flask import Blueprint
 
 from web.context import get_service
+from web.background import current_job_runs
 from web.request_timing import current_timer
+from web.socket_events import current_subscriptions
 
 bp = Blueprint("system", __name__)
 
@@ -18,4 +20,6 @@ def health() -> tuple[dict, int]:
 
 @bp.get("/stats")
 def stats() -> dict:
-    return {**get_service().stats(), "requests": current_timer().snapshot()}
+    job_runs = current_job_runs()
+    return {**get_service().stats(), "requests": current_timer().snapshot(),
+            "realtime": current_subscriptions().stats(), "jobs": job_runs.stats() if job_runs else {}}

@@ -1,0 +1,89 @@
+"""Work the serving process does besides answering requests: scheduled jobs and the event bus.
+
+Started by `python main.py serve` only (the CLI owns lifetimes); apps made in tests run none of it.
+Jobs run on Flask-APScheduler. The retrain's fit runs in a native thread so the gevent loop keeps
+answering while it works.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from flask import Flask, current_app
+from flask_apscheduler import APScheduler
+
+from service.event_bus import RedisEventBus
+from web.context import SERVICE_KEY, SETTINGS_KEY
+
+log = logging.getLogger(__name__)
+JOBS_KEY = "job_runs"
+
+
+def run_off_event_loop(work: Callable):
+    """Run CPU-heavy work in a native thread when gevent patched threading, else in place."""
+    from gevent import monkey
+
+    if monkey.is_module_patched("threading"):
+        import gevent
+
+        return gevent.get_hub().threadpool.apply(work)
+    return work()
+
+
+class JobRuns:
+    """Last run, duration, outcome and next run of each job, for /stats."""
+
+    def __init__(self, scheduler: APScheduler) -> None:
+        self._scheduler = scheduler
+        self._runs: dict[str, dict] = {}
+        self._lock = threading.Lock()
+
+    def recorded(self, name: str, job: Callable[[], dict]) -> Callable[[], None]:
+        def run() -> None:
+            started = time.time()
+            try:
+                outcome, error = job(), None
+            except Exception as exc:  # a failed run is reported, and the next one still happens
+                log.exception("job %s failed", name)
+                outcome, error = None, repr(exc)
+            with self._lock:
+                runs = self._runs.get(name, {}).get("runs", 0) + 1
+                self._runs[name] = {"last_run": started, "duration_seconds": round(time.time() - started, 4),
+                                    "result": outcome, "error": error, "runs": runs}
+        return run
+
+    def stats(self) -> dict:
+        with self._lock:
+            result = {}
+            for job in self._scheduler.get_jobs():
+                next_run = job.next_run_time.timestamp() if job.next_run_time else None
+                result[job.id] = {**self._runs.get(job.id, {"runs": 0}), "next_run": next_run}
+            return result
+
+
+def current_job_runs() -> JobRuns | None:
+    return current_app.extensions.get(JOBS_KEY)
+
+
+def start_background_work(app: Flask) -> APScheduler:
+    service, settings = app.extensions[SERVICE_KEY], app.extensions[SETTINGS_KEY]
+    if settings.redis_url:
+        bus = RedisEventBus(settings.redis_url)
+        service.publisher = bus
+        bus.start(service.apply_remote_event)
+    scheduler = APScheduler()
+    scheduler.init_app(app)
+    runs = app.extensions[JOBS_KEY] = JobRuns(scheduler)
+    jobs = {
+        "retrain": (lambda: service.retrain(run_off_event_loop), settings.retrain_interval_seconds),
+        "compact": (service.compact, settings.compact_interval_seconds),
+        "cache_cleanup": (service.expire_cache, settings.cache_cleanup_interval_seconds),
+        "trending": (service.rebase_trending, settings.trending_interval_seconds),
+    }
+    for name, (job, seconds) in jobs.items():
+        scheduler.add_job(id=name, func=runs.recorded(name, job), trigger="interval", seconds=seconds,
+                          max_instances=1, coalesce=True)
+    scheduler.start()
+    return scheduler
