@@ -18,6 +18,15 @@ def health() -> tuple[dict, int]:
     return report, 200 if report.get("status") == "ok" else 503
 
 
+@bp.get("/health/live")
+def live() -> dict:
+    """Liveness only: answers while the process serves, touching neither store nor model.
+
+    Also the benches' "trivial endpoint": the framework's own ceiling on this machine.
+    """
+    return {"status": "alive"}
+
+
 @bp.get("/stats")
 def stats() -> dict:
     job_runs = current_job_runs()
