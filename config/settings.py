@@ -56,6 +56,7 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
+    redis_namespace: str = "recs"  # prefix of cache keys and pub/sub channels in Redis
     host: str = "127.0.0.1"
     port: int = 5000
     load_demo_data: bool = True  # seed the demo catalog when the store is empty

@@ -17,11 +17,8 @@ import redis
 from recommenders.records import EventType, InteractionRecord
 
 log = logging.getLogger(__name__)
-CHANNEL = "recommendations-events"
-
-
 class RedisEventBus:
-    def __init__(self, redis_url: str, channel: str = CHANNEL) -> None:
+    def __init__(self, redis_url: str, channel: str) -> None:
         self._redis = redis.Redis.from_url(redis_url, decode_responses=True)
         self._channel = channel
         self.origin = uuid.uuid4().hex  # lets a process skip its own messages

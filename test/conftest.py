@@ -48,3 +48,13 @@ def database_url(request, tmp_path):
     meta.drop_all(engine)
     engine.dispose()
     return url
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`python main.py serve --port <free>` on its own SQLite file, healthy and ready; one per module."""
+    from live_server import start_server
+
+    live = start_server(tmp_path_factory.mktemp("server"))
+    yield live
+    live.stop()

@@ -1,62 +1,23 @@
 """`python main.py serve` as a real process: real sockets, real HTTP, real signals.
 
-The `server` fixture is module-scoped (one start per module, a few seconds) and is reused by
-test_shell.py.
+The `server` fixture (conftest.py) is module-scoped: one start per module, a few seconds.
 """
 from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from main import MAIN_PATH, ServerProcess
+from live_server import free_port
+from main import MAIN_PATH
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (the kernel's pick for port 0)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def server_env(directory: Path) -> dict[str, str]:
-    """The test environment for a server: its own SQLite file, defaults for everything else."""
-    env = {name: value for name, value in os.environ.items()
-           if name not in ("HOST", "PORT", "REDIS_URL", "LOG_REQUESTS")}
-    env["DATABASE_URL"] = f"sqlite:///{directory / 'server.db'}"
-    return env
-
-
-@dataclass
-class LiveServer:
-    process: ServerProcess
-    stdout: Path
-    stderr: Path
-
-    @property
-    def url(self) -> str:
-        return self.process.url
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`python main.py serve --port <free>` (no --host: the default address), healthy and ready."""
-    directory = tmp_path_factory.mktemp("server")
-    stdout, stderr = directory / "stdout.txt", directory / "stderr.txt"
-    with stdout.open("w") as out, stderr.open("w") as err:
-        process = ServerProcess(free_port(), env=server_env(directory), stdout=out, stderr=err).start()
-    yield LiveServer(process, stdout, stderr)
-    process.stop()
 
 
 def get_json(connection: http.client.HTTPConnection, path: str) -> tuple[int, dict]:

@@ -13,7 +13,7 @@ import pytest
 from main import MAIN_PATH
 from shell.api_client import ApiClient
 from shell.interactive import run_shell
-from test_cli_server import free_port, server, server_env  # noqa: F401  (server: the module's live server)
+from live_server import free_port, server_env
 
 pytestmark = pytest.mark.slow
 

@@ -202,5 +202,5 @@ def make_cache(settings: Settings) -> Cache:
     """Redis when REDIS_URL is set, so several server processes share one cache; else in-process."""
     ttls = settings.ttl.model_dump()
     if settings.redis_url:
-        return RedisRecommendationCache(settings.redis_url, ttls)
+        return RedisRecommendationCache(settings.redis_url, ttls, namespace=settings.redis_namespace)
     return RecommendationCache(ttls, settings.cache_max_entries)

@@ -28,6 +28,6 @@ def create_app(settings: Settings | None = None, service: RecommendationService 
         app.register_blueprint(module.bp)
     subscriptions = app.extensions[socket_events.SUBSCRIPTIONS_KEY] = socket_events.Subscriptions()
     socketio.init_app(app, async_mode=settings.async_mode, message_queue=settings.redis_url,
-                      channel="recommendations-socketio")
+                      channel=f"{settings.redis_namespace}:socketio")
     app.extensions[SERVICE_KEY].notifier = socket_events.SocketIONotifier(socketio, subscriptions)
     return app

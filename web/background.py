@@ -70,7 +70,7 @@ def current_job_runs() -> JobRuns | None:
 def start_background_work(app: Flask) -> APScheduler:
     service, settings = app.extensions[SERVICE_KEY], app.extensions[SETTINGS_KEY]
     if settings.redis_url:
-        bus = RedisEventBus(settings.redis_url)
+        bus = RedisEventBus(settings.redis_url, channel=f"{settings.redis_namespace}:events")
         service.publisher = bus
         bus.start(service.apply_remote_event)
     scheduler = APScheduler()
