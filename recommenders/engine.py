@@ -132,8 +132,7 @@ class Engine:
         with self._lock:
             user = None if user_id is None else self.data.users.get(user_id)
             product = None if product_id is None else self._item_index(product_id)
-            weight = max(self.data.weighting.weight(event_type, 5.0), 1.0)
-            return self._labelled(*self.realtime.recommend(self.data, user, k, product, weight))
+            return self._labelled(*self.realtime.recommend(self.data, user, k, product, event_type))
 
     def similar_items(self, item_id: str, k: int) -> list[Recommendation]:
         """Items like this one: co-bought/co-rated neighbours and text neighbours, blended."""

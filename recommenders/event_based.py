@@ -2,7 +2,7 @@
 
 Item co-occurrence counts how many users touched both items; it grows with every event. A user
 is described by what they did *lately*: their recent events, weighted by event type (a purchase
-says more than a view) and by recency, optionally with the product they are looking at now.
+says more than a view) and by recency; or a single product stands in for them ("also bought").
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from recommenders.interaction_data import InteractionData
 from recommenders.sparse_state import IncrementalMatrix
 
 RECENCY_DECAY = 0.8  # each older event counts 80% of the one after it
-CONTEXT_BOOST = 2.0  # the product on screen counts twice the user's latest event
 
 
 class EventBasedRecommender(Recommender):
@@ -49,24 +48,20 @@ class EventBasedRecommender(Recommender):
     def compact(self) -> None:
         self.cooccurrence.compact()
 
-    def query(self, data: InteractionData, user: int | None, context_item: int | None = None,
-              context_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-        """The items describing the user right now and how much each counts."""
-        if user is None:
-            items, weights = np.empty(0, np.int64), np.empty(0)
-        else:
-            recent = data.recent.of(user)
-            items, weights = recent.items, recent.weights
-        recency = RECENCY_DECAY ** np.arange(len(items))[::-1]
-        weights = np.maximum(weights, 0.5) * recency  # a low rating still shows where the user is looking
+    def query(self, data: InteractionData, user: int | None,
+              context_item: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The items describing the user right now (recent events, newest weighing most), or one product."""
         if context_item is not None:
-            items = np.append(items, context_item)
-            weights = np.append(weights, CONTEXT_BOOST * context_weight * max(weights.max(initial=0.0), 1.0))
-        return items, weights
+            return np.array([context_item]), np.ones(1)
+        if user is None:
+            return np.empty(0, np.int64), np.empty(0)
+        recent = data.recent.of(user)
+        recency = RECENCY_DECAY ** np.arange(len(recent.items))[::-1]
+        return recent.items, np.maximum(recent.weights, 0.5) * recency  # a low rating still shows interest
 
-    def score(self, data: InteractionData, user: int | None, context_item: int | None = None,
-              context_weight: float = 1.0) -> np.ndarray:
-        items, weights = self.query(data, user, context_item, context_weight)
+    def score(self, data: InteractionData, user: int | None, context_item: int | None = None) -> np.ndarray:
+        """Co-occurrence with the user's recent items, or with `context_item` when one is given."""
+        items, weights = self.query(data, user, context_item)
         scores = np.zeros(data.n_items)
         norms = np.sqrt(padded(self.item_users, data.n_items))
         for item, weight in zip(items.tolist(), weights.tolist()):  # at most the ~20 recent events

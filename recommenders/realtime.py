@@ -1,21 +1,29 @@
-"""Real-time recommendations: what to show next, given what the user is doing this minute.
+"""Real-time recommendations: what to show next, given the product on screen and the user's latest events.
 
-Blends "people who did this also did..." around the current product and the user's latest
-events (behaviour), the product's own text neighbours (content, which also covers a product
-nobody has touched yet), and the user's longer-term collaborative taste.
+Two groups of signals, blended:
+- about the product (70%): "people who did this also did..." (co-occurrence, the behaviour signal)
+  and items like it (content, which also covers a product nobody has touched yet). After a view,
+  alternatives count as much as complements; after a purchase or add-to-cart, complements lead.
+- about the user (30%): their recent events, their content profile and their collaborative taste.
+A group with no signal (a new product, a new user) hands its share to the other; with neither, popular.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from recommenders.base import normalise
 from recommenders.collaborative import CollaborativeRecommender
 from recommenders.content_based import ContentRecommender
 from recommenders.event_based import EventBasedRecommender
 from recommenders.hybrid import candidate_mask, rank_contributions
 from recommenders.interaction_data import InteractionData
-from recommenders.base import normalise
+from recommenders.records import EventType
 
-WEIGHTS = {"behavior": 0.6, "content": 0.25, "collaborative": 0.15}
+PRODUCT_SHARE = 0.7
+PRODUCT_WEIGHTS = {EventType.VIEW: {"behavior": 0.5, "content": 0.5},
+                   EventType.ADD_TO_CART: {"behavior": 0.7, "content": 0.3},
+                   EventType.PURCHASE: {"behavior": 0.8, "content": 0.2}}
+USER_WEIGHTS = {"behavior": 0.6, "content": 0.25, "collaborative": 0.15}
 
 
 class RealtimeRecommender:
@@ -28,21 +36,36 @@ class RealtimeRecommender:
         self.collaborative = collaborative
 
     def recommend(self, data: InteractionData, user: int | None, k: int, context_item: int | None = None,
-                  context_weight: float = 1.0, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                  event_type: EventType = EventType.VIEW,
+                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         candidates = candidate_mask(data, user, allowed)
+        product_signals, user_signals = {}, {}
         if context_item is not None:
             candidates[context_item] = False
-        has_history = user is not None and len(data.seen_items(user)) > 0
-        signals = {"behavior": self.behavior.score(data, user, context_item, context_weight)}
-        if context_item is not None:
-            signals["content"] = self.content.similar_items(data, context_item)
-        elif has_history:
-            signals["content"] = self.content.score(data, user)
-        if has_history:
-            signals["collaborative"] = self.collaborative.score(data, user)
-        signals = {name: s for name, s in signals.items() if np.any(s[candidates] > 0)}
-        if not signals:
-            return rank_contributions(data, user, k, {"popular": normalise(data.popularity, candidates)}, candidates)
-        total = sum(WEIGHTS[name] for name in signals)
-        contributions = {name: WEIGHTS[name] / total * normalise(s, candidates) for name, s in signals.items()}
+            product_signals = {"behavior": self.behavior.score(data, None, context_item),
+                               "content": self.content.similar_items(data, context_item)}
+        if user is not None and len(data.seen_items(user)) > 0:
+            user_signals = {"behavior": self.behavior.score(data, user), "content": self.content.score(data, user),
+                            "collaborative": self.collaborative.score(data, user)}
+        groups = [(PRODUCT_SHARE, PRODUCT_WEIGHTS.get(event_type, PRODUCT_WEIGHTS[EventType.VIEW]), product_signals),
+                  (1.0 - PRODUCT_SHARE, USER_WEIGHTS, user_signals)]
+        contributions = _blend(groups, candidates)
+        if not contributions:
+            contributions = {"popular": normalise(data.popularity, candidates)}
         return rank_contributions(data, user, k, contributions, candidates)
+
+
+def _blend(groups: list[tuple[float, dict[str, float], dict[str, np.ndarray]]],
+           candidates: np.ndarray) -> dict[str, np.ndarray]:
+    """Weighted sum per strategy label; signals with nothing to say among the candidates drop out."""
+    live = [(share, weights, {name: s for name, s in signals.items() if np.any(s[candidates] > 0)})
+            for share, weights, signals in groups]
+    live = [(share, weights, signals) for share, weights, signals in live if signals]
+    total_share = sum(share for share, _, _ in live)
+    contributions: dict[str, np.ndarray] = {}
+    for share, weights, signals in live:
+        total_weight = sum(weights[name] for name in signals)
+        for name, scores in signals.items():
+            part = (share / total_share) * (weights[name] / total_weight) * normalise(scores, candidates)
+            contributions[name] = contributions.get(name, 0.0) + part
+    return contributions

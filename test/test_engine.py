@@ -74,7 +74,9 @@ def test_cooccurrence_grows_with_each_event(engine):
     for user in ("a", "b"):
         engine.observe(event(user, "fruit5", EventType.PURCHASE))
         engine.observe(event(user, "tool5", EventType.PURCHASE))
-    assert ids(engine.realtime_recommend(None, 1, "fruit5")) == ["tool5"]
+    # Right after buying fruit5, complements lead ("bought together"); while viewing, look-alikes count as much.
+    assert ids(engine.realtime_recommend(None, 1, "fruit5", EventType.PURCHASE)) == ["tool5"]
+    assert ids(engine.realtime_recommend(None, 1, "fruit5", EventType.VIEW))[0].startswith("fruit")
 
 
 def test_a_new_item_is_recommendable_at_once_by_content(engine):
