@@ -68,12 +68,15 @@ def test_readme_similar_items(client):
     assert "iphone" not in {rec["item"] for rec in body["similar"]}
 
 
+@pytest.mark.parametrize("trending", [False, True])
 @pytest.mark.parametrize("category", ["electronics", None])
-def test_readme_popular_items(client, category):
-    url = "/popular?count=10" + (f"&category={category}" if category else "")
+def test_readme_popular_items(client, category, trending):
+    url = "/popular?count=10" + (f"&category={category}" if category else "") + ("&trending=true" if trending else "")
     body = ok_json(client.get(url))
-    assert set(body) == {"items", "category", "source", "response_time_ms"}
+    assert set(body) == {"items", "category", "trending", "source", "response_time_ms"}
     assert body["category"] == category and body["source"] in {"cache", "computed"}
+    assert body["trending"] is trending
+    assert {rec["strategy"] for rec in body["items"]} == {"trending" if trending else "popular"}
     assert_recommendations(body["items"], 10)
     if category:
         for rec in body["items"]:

@@ -163,3 +163,14 @@ def test_incremental_matrix_overlay_equals_a_rebuild():
     added.compact()
     assert added.pending_rows == 0
     assert added.snapshot.toarray().tolist() == [[1, 0, 0], [0, 5, 4], [0, 0, 0], [1, 0, 0]]
+
+
+def test_trending_favours_recent_activity_over_old_popularity(engine):
+    now = engine.data.trending.reference
+    for user in ("x", "y"):
+        engine.observe(event(user, "tool5", EventType.PURCHASE, t=now))
+    assert ids(engine.popular_items(1, trending=True)) == ["tool5"]
+    assert ids(engine.popular_items(1)) != ["tool5"]  # all-time popularity still favours the old hits
+    engine.rebase_trending(now + 3 * 24 * 3600)  # three days on, the same ranking, half the weight
+    assert ids(engine.popular_items(1, trending=True)) == ["tool5"]
+    assert engine.data.trending.scores.max() == pytest.approx(5.0)

@@ -72,10 +72,11 @@ def similar(item_id: str) -> dict:
 @bp.get("/popular")
 def popular() -> dict:
     query = parse_query(PopularQuery)
-    result = get_service().popular(query.count, category=query.category)
+    result = get_service().popular(query.count, category=query.category, trending=query.trending)
     return {
         "items": recommendations_json(result.recommendations),
         "category": query.category,
+        "trending": query.trending,
         "source": result.source,
         "response_time_ms": response_time_ms(),
     }

@@ -127,6 +127,7 @@ class SimilarQuery(CountQuery):
 
 class PopularQuery(CountQuery):
     category: Category | None = None
+    trending: bool = False  # "true"/"false"/"1"/"0": favour recent activity (a time-decayed count)
 
 
 class ItemsQuery(QueryModel):
