@@ -30,6 +30,11 @@ class ItemRecord:
     tags: tuple[str, ...] = ()
     price: float | None = None
 
+    def as_dict(self) -> dict:
+        """The item as the API shows it and the store writes it (tags as a list)."""
+        return {"item_id": self.item_id, "name": self.name, "category": self.category, "brand": self.brand,
+                "description": self.description, "tags": list(self.tags), "price": self.price}
+
     def text(self) -> str:
         """The free text the content model reads (category and brand are separate fields there)."""
         return " ".join([self.name, self.description, " ".join(self.tags)])

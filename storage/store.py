@@ -357,16 +357,7 @@ def _batched(iterable: Iterable[_T], size: int) -> Iterator[list[_T]]:
 
 
 def _item_row(item: ItemRecord, now: datetime) -> dict[str, Any]:
-    return {
-        "item_id": item.item_id,
-        "name": item.name,
-        "category": item.category,
-        "brand": item.brand,
-        "description": item.description,
-        "tags": list(item.tags),
-        "price": item.price,
-        "updated_at": now,
-    }
+    return {**item.as_dict(), "updated_at": now}
 
 
 def _item(row: Row[Any]) -> ItemRecord:

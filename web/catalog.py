@@ -3,43 +3,30 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from recommenders.records import ItemRecord
 from web.context import get_service, parse_body, parse_query
 from web.schemas import ItemBody, ItemPath, ItemsQuery
 
 bp = Blueprint("catalog", __name__)
 
 
-def item_json(item: ItemRecord) -> dict:
-    return {
-        "item_id": item.item_id,
-        "name": item.name,
-        "category": item.category,
-        "brand": item.brand,
-        "description": item.description,
-        "tags": list(item.tags),
-        "price": item.price,
-    }
-
-
 @bp.get("/items")
 def list_items() -> dict:
     query = parse_query(ItemsQuery)
     items, total = get_service().list_items(query.category, query.limit, query.offset)
-    return {"items": [item_json(item) for item in items], "total": total}
+    return {"items": [item.as_dict() for item in items], "total": total}
 
 
 @bp.get("/items/<item_id>")
 def get_item(item_id: str) -> dict:
     path = parse_query(ItemPath, item_id=item_id)
-    return item_json(get_service().get_item(path.item_id))
+    return get_service().get_item(path.item_id).as_dict()
 
 
 @bp.post("/items")
 def upsert_item() -> tuple[dict, int]:
     item = parse_body(ItemBody).to_record()
     created = get_service().upsert_item(item)
-    return {"item": item_json(item), "status": "created" if created else "updated"}, 201 if created else 200
+    return {"item": item.as_dict(), "status": "created" if created else "updated"}, 201 if created else 200
 
 
 @bp.get("/categories")
