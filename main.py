@@ -2,6 +2,11 @@
 
     python main.py serve [--host H] [--port P]   production HTTP server
     python main.py shell [--url URL]             interactive shell against a running server
+    python main.py load --format F PATH [--items ITEMS_CSV]
+                                                 load a data set (preprocess/loaders) into the store
+    python main.py evaluate --dataset F --data-dir PATH [--items CSV] [--json OUT] [--out-dir DIR]
+                            [--models a,b] [--max-users N]
+                                                 offline evaluation against reference models (models/)
     python main.py                               menu (on a terminal) or serve (without one)
 
 Each subcommand imports what it needs when it runs, so `shell` never loads numpy and only
@@ -222,14 +227,42 @@ def cmd_shell(args: argparse.Namespace) -> int:
     return open_shell(args.url)
 
 
+def cmd_load(args: argparse.Namespace) -> int:
+    """Load a data set into the store DATABASE_URL names; the engine picks it up at its next (re)build."""
+    from preprocess.load_command import run_load
+
+    try:
+        run_load(args.format, args.path, args.items, _settings().database_url)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"Cannot load {args.path}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Offline evaluation: print the table, write report.md + chart (and --json); see models/evaluate.py."""
+    from models.evaluate import run_evaluation
+
+    try:
+        return run_evaluation(args.dataset, args.data_dir, args.items, args.json, args.out_dir,
+                              args.models, args.max_users)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"Cannot evaluate {args.data_dir}: {error}", file=sys.stderr)
+        return 1
+
+
 # Subcommand name -> handler; each handler imports its own dependencies.
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "shell": cmd_shell,
+    "load": cmd_load,
+    "evaluate": cmd_evaluate,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from preprocess.loaders import FORMATS  # imports no pandas (that comes with the load handler)
+
     parser = argparse.ArgumentParser(
         prog="main.py",
         description="Real-time recommendation service. Without a subcommand: the start menu on a "
@@ -243,6 +276,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     shell_parser = commands.add_parser("shell", help="interactive shell against a running server")
     shell_parser.add_argument("--url", help="server URL (default: http://$HOST:$PORT, i.e. http://127.0.0.1:5000)")
+
+    load_parser = commands.add_parser("load", help="load a data set into the store ($DATABASE_URL)")
+    load_parser.add_argument("--format", required=True, choices=FORMATS, help="the data set's format")
+    load_parser.add_argument("path", type=Path, help="the data set's folder or file")
+    load_parser.add_argument("--items", type=Path, metavar="ITEMS_CSV",
+                             help="csv format only: the catalog, item_id,name,category,description")
+
+    evaluate_parser = commands.add_parser("evaluate", help="offline evaluation of every recommender and the references")
+    evaluate_parser.add_argument("--dataset", required=True, choices=FORMATS, help="the data set's format")
+    evaluate_parser.add_argument("--data-dir", required=True, type=Path, help="the data set's folder (csv: the events file)")
+    evaluate_parser.add_argument("--items", type=Path, metavar="CSV", help="csv format only: the catalog")
+    evaluate_parser.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
+    evaluate_parser.add_argument("--out-dir", type=Path, metavar="DIR", help="report folder (default: reports/<dataset>)")
+    evaluate_parser.add_argument("--models", type=lambda names: [n for n in names.split(",") if n], metavar="a,b",
+                                 help="only these models (default: all of ours and every reference)")
+    evaluate_parser.add_argument("--max-users", type=int, metavar="N",
+                                 help="score a random sample of N test users (models still train on everything)")
     return parser
 
 

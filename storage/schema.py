@@ -94,8 +94,10 @@ class Interaction(Base):
 
 
 class ModelCheckpoint(Base):
-    """The log position a model fit read up to. A restart fits up to the latest one and replays
-    the events after it through the live update path, so it rebuilds exactly the state it had."""
+    """A log position to fit through. The next start fits the model on the log up to the latest one
+    and replays the events after it through the live update path, so a restart rebuilds exactly the
+    state the last process had. A fit records one; a bulk load records one at its end, so the next
+    start fits the loaded rows in one go instead of replaying them one by one (fit_seconds 0)."""
 
     __tablename__ = "model_checkpoints"
 
