@@ -1,0 +1,140 @@
+"""The evaluation's outputs: the console table, report.md with a bar chart, and the JSON document."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+RANKING_METRICS = ("precision@10", "recall@10", "ndcg@10", "map@10", "hit_rate@10")
+COLUMNS = (*RANKING_METRICS, "coverage", "rmse", "mae", "fit_seconds")
+CHART_NAME = "metrics.png"
+
+
+def _cell(value: float | None, column: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2f}" if column == "fit_seconds" else f"{value:.4f}"
+
+
+def _rows(evaluation: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and one row of strings per model, ours first then the references, in run order."""
+    header = ["model", "kind", *COLUMNS]
+    rows = [[name, result["kind"], *(_cell(result[column], column) for column in COLUMNS)]
+            for name, result in evaluation["results"].items()]
+    return header, rows
+
+
+def _fold_in_lines(evaluation: dict) -> list[str]:
+    fold_in = evaluation["fold_in"]
+    lines = [f"Fold-in: fitted on {fold_in['events_fitted']:,} events, {fold_in['events_folded_in']:,} fed through "
+             f"Engine.observe in {fold_in['observe_seconds']:.1f} s (no retrain)"]
+    for name, figures in fold_in["models"].items():
+        full, folded, change = figures["full_retrain_ndcg@10"], figures["fold_in_ndcg@10"], figures["relative_change"]
+        verdict = "n/a" if change is None else f"{change:+.1%} ({'within' if abs(change) <= 0.05 else 'OUTSIDE'} 5%)"
+        lines.append(f"  {name}: NDCG@10 full retrain {full:.4f}, fold-in {folded:.4f}: {verdict}")
+    return lines
+
+
+def format_table(evaluation: dict) -> str:
+    """The console table: aligned columns, then the fold-in figures."""
+    header, rows = _rows(evaluation)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    aligned = [[cell.ljust(width) if i < 2 else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths))]
+               for row in [header, *rows]]  # names left, numbers right
+    lines = ["  ".join(row) for row in aligned]
+    protocol = evaluation["protocol"]
+    title = f"{evaluation['dataset']}: {protocol['ranked_users']:,} users ranked, {protocol['items']:,} items, k=10"
+    return "\n".join([title, *lines, "", *_fold_in_lines(evaluation)])
+
+
+def markdown_table(evaluation: dict) -> str:
+    header, rows = _rows(evaluation)
+    return "\n".join("| " + " | ".join(row) + " |" for row in [header, ["---"] * 2 + ["---:"] * len(COLUMNS), *rows])
+
+
+def bar_chart(evaluation: dict, path: Path) -> None:
+    """Grouped bars: one group per model, one bar per ranking metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(evaluation["results"])
+    values = np.array([[evaluation["results"][name][metric] for metric in RANKING_METRICS] for name in names], dtype=float)
+    width = 0.8 / len(RANKING_METRICS)
+    figure, axes = plt.subplots(figsize=(max(8.0, 0.9 * len(names) + 2), 4.8))
+    for j, metric in enumerate(RANKING_METRICS):
+        axes.bar(np.arange(len(names)) + (j - (len(RANKING_METRICS) - 1) / 2) * width, np.nan_to_num(values[:, j]),
+                 width, label=metric)
+    axes.set_xticks(np.arange(len(names)), [f"{name}\n({evaluation['results'][name]['kind']})" for name in names],
+                    rotation=45, ha="right", fontsize=8)
+    axes.set_ylabel("score")
+    axes.set_title(f"{evaluation['dataset']}: ranking metrics at 10 (test split, seed {evaluation['protocol']['seed']})")
+    axes.legend(fontsize=8)
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_report(evaluation: dict, out_dir: Path) -> Path:
+    """report.md (protocol, table, chart, fold-in, model settings, notes) and the chart next to it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bar_chart(evaluation, out_dir / CHART_NAME)
+    protocol = evaluation["protocol"]
+    text = [
+        f"# Offline evaluation: {evaluation['dataset']}",
+        "",
+        "## Protocol",
+        "",
+        f"- Split: {protocol['split']}, seed {protocol['seed']}: {protocol['train_pairs']:,} training and "
+        f"{protocol['test_pairs']:,} test pairs ({protocol['users']:,} users, {protocol['items']:,} items, "
+        f"{protocol['events']:,} events).",
+        f"- Positives: {protocol['positives']}. Ranking: {protocol['candidates']}; top {protocol['k']} per user, "
+        f"for the {protocol['ranked_users']:,} users with a test positive ({protocol['test_positives']:,} positives).",
+        "- precision@10 = hits / 10; recall@10 = hits / |positives|; NDCG@10 with binary gains and the ideal "
+        "DCG over min(10, |positives|); MAP@10 = average precision divided by min(10, |positives|); hit rate = "
+        "share of users with at least one hit; coverage = distinct recommended items / catalog size.",
+        f"- RMSE and MAE on the {protocol['rating_test_pairs']:,} rated test pairs, for models that predict ratings.",
+        "- Our recommenders learn from the training events through the engine's InteractionData; the references "
+        "from the binary matrix of training positives (SVD from the explicit ratings).",
+        f"- Fold-in: {protocol['fold_in']}.",
+        "",
+        "## Results",
+        "",
+        markdown_table(evaluation),
+        "",
+        f"![ranking metrics]({CHART_NAME})",
+        "",
+        "## Fold-in",
+        "",
+        *(f"- {line.strip()}" for line in _fold_in_lines(evaluation)),
+        "",
+        "## Model settings",
+        "",
+        *(f"- {name}: {setting}" for name, setting in evaluation["settings"].items()),
+    ]
+    if evaluation["notes"]:
+        text += ["", "## Notes", "", *(f"- {note}" for note in evaluation["notes"])]
+    text += ["", f"Run time: {evaluation['runtime_seconds']:.0f} s.", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(text), encoding="utf-8")
+    return path
+
+
+def write_json(evaluation: dict, path: Path) -> None:
+    """The evaluation as JSON: dataset, protocol, results {name: kind, metrics, rmse, mae (null unless the model
+    predicts ratings), fit_seconds}, plus fold_in, settings, notes; NaN (no defined value) becomes null."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_null_nan(evaluation), indent=2) + "\n", encoding="utf-8")
+
+
+def _null_nan(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _null_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_null_nan(item) for item in value]
+    return value
