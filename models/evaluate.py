@@ -23,6 +23,7 @@ from models.split import FOLD_IN_FRACTION, POSITIVE_RATING, SEED, TEST_FRACTION,
 from recommenders.base import Recommender
 from recommenders.collaborative import CollaborativeRecommender, ItemBasedRecommender, UserBasedRecommender
 from recommenders.content_based import ContentRecommender
+from recommenders.ease import EaseRecommender
 from recommenders.engine import Engine
 from recommenders.event_based import EventBasedRecommender
 from recommenders.hybrid import HybridRecommender
@@ -45,6 +46,7 @@ OURS: dict[str, Callable[[InteractionData], Recommender]] = {
     "user_based": lambda data: UserBasedRecommender(),
     "item_based": lambda data: ItemBasedRecommender(),
     "collaborative": lambda data: CollaborativeRecommender(),
+    "ease_engine": lambda data: EaseRecommender(),  # ours: the engine component (live rows)
     "content": lambda data: ContentRecommender(),
     "behavior": lambda data: EventBasedRecommender(),
     "popular": lambda data: PopularityRecommender(),

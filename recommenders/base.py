@@ -79,3 +79,10 @@ def top_k(scores: np.ndarray, k: int, exclude: np.ndarray | None = None,
         valid, values = valid[part], values[part]
     order = np.lexsort((valid, -values))[:k]
     return valid[order], values[order]
+
+
+def candidate_mask(data: InteractionData, user: int | None, allowed: np.ndarray | None) -> np.ndarray:
+    """Boolean mask of items that may be recommended: unseen, and in the allowed set."""
+    mask = np.ones(data.n_items, dtype=bool) if allowed is None else allowed.copy()
+    mask[data.seen_items(user)] = False
+    return mask

@@ -12,11 +12,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from recommenders.base import normalise
+from recommenders.base import candidate_mask, normalise
 from recommenders.collaborative import CollaborativeRecommender
 from recommenders.content_based import ContentRecommender
 from recommenders.event_based import EventBasedRecommender
-from recommenders.hybrid import HybridPolicy, HybridRecommender, candidate_mask, rank_contributions
+from recommenders.hybrid import HybridPolicy, HybridRecommender, rank_contributions
 from recommenders.interaction_data import EventWeighting, InteractionData
 from recommenders.popular import PopularityRecommender, TrendingRecommender
 from recommenders.realtime import RealtimeRecommender

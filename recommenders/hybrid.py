@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recommenders.base import Recommender, normalise, top_k
+from recommenders.base import Recommender, candidate_mask, normalise, top_k
 from recommenders.interaction_data import InteractionData
 
 METHODS = ("weighted", "adaptive", "switching")
@@ -104,13 +104,6 @@ def rank_contributions(data: InteractionData, user: int | None, k: int, contribu
     tie_break = 1e-6 * normalise(data.popularity, candidates)  # among equal scores, the more popular first
     items, _ = top_k(scores + tie_break, k, allowed=candidates)
     return items, scores[items], _labels(contributions, items)
-
-
-def candidate_mask(data: InteractionData, user: int | None, allowed: np.ndarray | None) -> np.ndarray:
-    """Boolean mask of items that may be recommended: unseen, and in the allowed set."""
-    mask = np.ones(data.n_items, dtype=bool) if allowed is None else allowed.copy()
-    mask[data.seen_items(user)] = False
-    return mask
 
 
 def _labels(contributions: dict[str, np.ndarray], items: np.ndarray) -> list[str]:

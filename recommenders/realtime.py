@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from recommenders.base import normalise
+from recommenders.base import candidate_mask, normalise
 from recommenders.collaborative import CollaborativeRecommender
 from recommenders.content_based import ContentRecommender
 from recommenders.event_based import EventBasedRecommender
-from recommenders.hybrid import candidate_mask, rank_contributions
+from recommenders.hybrid import rank_contributions
 from recommenders.interaction_data import InteractionData
 from recommenders.records import EventType
 

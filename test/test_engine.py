@@ -174,3 +174,13 @@ def test_trending_favours_recent_activity_over_old_popularity(engine):
     engine.rebase_trending(now + 3 * 24 * 3600)  # three days on, the same ranking, half the weight
     assert ids(engine.popular_items(1, trending=True)) == ["tool5"]
     assert engine.data.trending.scores.max() == pytest.approx(5.0)
+
+
+def test_ease_scores_from_the_live_row_so_an_event_moves_it_without_a_refit(engine):
+    ease = engine.collaborative.ease
+    newcomer_before = ease.score(engine.data, engine.data.add_user("ease-newcomer"))
+    assert not newcomer_before.any()
+    engine.observe(event("ease-newcomer", "tool0", EventType.PURCHASE))
+    scores = ease.score(engine.data, engine.data.users.get("ease-newcomer"))
+    best = engine.data.items.id_of(int(np.argmax(scores)))
+    assert best.startswith("tool") and best != "tool0"
