@@ -27,7 +27,7 @@ from recommenders.ease import EaseRecommender
 from recommenders.engine import Engine
 from recommenders.event_based import EventBasedRecommender
 from recommenders.hybrid import HybridRecommender
-from recommenders.interaction_data import EventWeighting, InteractionData
+from recommenders.interaction_data import EventColumns, EventWeighting, InteractionData
 from recommenders.popular import PopularityRecommender
 from recommenders.records import EventType, InteractionRecord, ItemRecord
 
@@ -75,6 +75,14 @@ class IndexedData:
     @property
     def n_items(self) -> int:
         return len(self.items)
+
+    def columns(self, events: pd.DataFrame) -> EventColumns:
+        """Events as the engine's columnar input (how it is built from millions of events)."""
+        item_ids = np.array([item.item_id for item in self.items], dtype=object)
+        frame = pd.DataFrame({"user_id": self.user_ids[events["user"]], "item_id": item_ids[events["item"]],
+                              "event_type": events["event_type"].to_numpy(), "rating": events["rating"].to_numpy(),
+                              "timestamp": events["timestamp"].to_numpy()})
+        return EventColumns.from_frame(frame)
 
     def records(self, events: pd.DataFrame) -> list[InteractionRecord]:
         """Events as the engine's records (the engine's own input; one Python object per event)."""
@@ -201,8 +209,8 @@ def fold_in_check(index: IndexedData, train_events: pd.DataFrame, test: Pairs, u
     """NDCG@k of the engine fitted on 90% of each user's training events and fed the latest 10% through
     `Engine.observe` (timestamp order, no retrain), next to the engine fitted on all training events."""
     held = holdout(train_events["user"].to_numpy(), FOLD_IN_FRACTION, SEED, times=train_events["timestamp"].to_numpy())
-    full = Engine.build(index.items, index.user_ids.tolist(), index.records(train_events))
-    engine = Engine.build(index.items, index.user_ids.tolist(), index.records(train_events[~held]))
+    full = Engine.build(index.items, index.user_ids.tolist(), index.columns(train_events))
+    engine = Engine.build(index.items, index.user_ids.tolist(), index.columns(train_events[~held]))
     started = time.perf_counter()
     for record in tqdm(index.records(train_events[held].sort_values("timestamp", kind="stable")), desc="  fold-in",
                        unit="event", leave=False, disable=not progress):
@@ -229,7 +237,7 @@ def evaluate(dataset: str, items: Sequence[ItemRecord], interactions: pd.DataFra
     train, test = Pairs.from_events(index.events, index.n_users, index.n_items).holdout(TEST_FRACTION, SEED)
     in_train = np.isin(_pair_keys(index.events, index.n_items), _pair_keys(train.frame, index.n_items))
     train_events = index.events[in_train]
-    data = InteractionData(index.items, index.user_ids.tolist(), index.records(train_events), EventWeighting())
+    data = InteractionData(index.items, index.user_ids.tolist(), index.columns(train_events), EventWeighting())
 
     tested = np.unique(test.frame["user"].to_numpy())
     if max_users is not None and max_users < len(tested):
