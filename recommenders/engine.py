@@ -16,6 +16,7 @@ from recommenders.base import candidate_mask, normalise
 from recommenders.collaborative import CollaborativeRecommender
 from recommenders.content_based import ContentRecommender
 from recommenders.event_based import EventBasedRecommender
+from recommenders.explanations import Explainer
 from recommenders.hybrid import HybridPolicy, HybridRecommender, rank_contributions
 from recommenders.interaction_data import EventWeighting, InteractionData
 from recommenders.popular import PopularityRecommender, TrendingRecommender
@@ -45,6 +46,7 @@ class Engine:
         self.hybrid = HybridRecommender({"collaborative": self.collaborative, "content": self.content,
                                          "behavior": self.behavior, "popular": self.popular}, policy)
         self.realtime = RealtimeRecommender(self.behavior, self.content, self.collaborative)
+        self.explainer = Explainer(self.content, self.collaborative.item_based)
         self._lock = threading.RLock()
         self.fitted_at = 0.0
         self.fit_seconds = 0.0
@@ -112,11 +114,12 @@ class Engine:
             product = None if product_id is None else self._item_index(product_id)
             allowed = self._category_mask(category)
             if case == "content_based" and product is not None:
-                return self._single(self.content.similar_items(self.data, product), "content", user, k, allowed, product)
+                return self._single(self.content.similar_items(self.data, product), "content", user, k, allowed,
+                                    context=product)
             if case == "popular" or user is None or len(self.data.seen_items(user)) == 0:
                 return self._single(self.popular.score(self.data), "popular", user, k, allowed)
             if case == "hybrid":
-                return self._labelled(*self.hybrid.recommend_labelled(self.data, user, k, method, allowed))
+                return self._labelled(*self.hybrid.recommend_labelled(self.data, user, k, method, allowed), user=user)
             if case == "collaborative":
                 result = self._single(self.collaborative.score(self.data, user), "collaborative", user, k, allowed)
                 return self._with_predicted_ratings(result, user)
@@ -132,7 +135,8 @@ class Engine:
         with self._lock:
             user = None if user_id is None else self.data.users.get(user_id)
             product = None if product_id is None else self._item_index(product_id)
-            return self._labelled(*self.realtime.recommend(self.data, user, k, product, event_type))
+            return self._labelled(*self.realtime.recommend(self.data, user, k, product, event_type), user=user,
+                                  context=product, event_type=event_type)
 
     def similar_items(self, item_id: str, k: int) -> list[Recommendation]:
         """Items like this one: co-bought/co-rated neighbours and text neighbours, blended."""
@@ -143,7 +147,7 @@ class Engine:
             signals = {"collaborative": self.collaborative.similar_items(self.data, item),
                        "content": self.content.similar_items(self.data, item)}
             contributions = {name: 0.5 * normalise(s, candidates) for name, s in signals.items()}
-            return self._labelled(*rank_contributions(self.data, None, k, contributions, candidates))
+            return self._labelled(*rank_contributions(self.data, None, k, contributions, candidates), context=item)
 
     def popular_items(self, k: int, category: str | None = None, trending: bool = False) -> list[Recommendation]:
         """Most engaged-with items overall or in a category; `trending` favours recent activity."""
@@ -195,16 +199,20 @@ class Engine:
             raise UnknownKeyError("category", category) from None
 
     def _single(self, scores: np.ndarray, strategy: str, user: int | None, k: int, allowed: np.ndarray | None,
-                also_exclude: int | None = None) -> list[Recommendation]:
+                context: int | None = None) -> list[Recommendation]:
         candidates = candidate_mask(self.data, user, allowed)
-        if also_exclude is not None:
-            candidates[also_exclude] = False
+        if context is not None:
+            candidates[context] = False
         items, values, _ = rank_contributions(self.data, user, k, {strategy: normalise(scores, candidates)}, candidates)
-        return self._labelled(items, values, [strategy] * len(items))
+        return self._labelled(items, values, [strategy] * len(items), user=user, context=context)
 
-    def _labelled(self, items: np.ndarray, scores: np.ndarray, labels: list[str]) -> list[Recommendation]:
+    def _labelled(self, items: np.ndarray, scores: np.ndarray, labels: list[str], user: int | None = None,
+                  context: int | None = None, event_type: EventType = EventType.VIEW) -> list[Recommendation]:
+        """API records with a `reason` each (see Explainer)."""
         ids = self.data.items.ids_of(items)
-        return [Recommendation(item, float(score), label) for item, score, label in zip(ids, scores, labels)]
+        reasons = self.explainer.reasons(self.data, items, labels, user, context, event_type)
+        return [Recommendation(item, float(score), label, {"reason": reason})
+                for item, score, label, reason in zip(ids, scores, labels, reasons)]
 
     def _with_predicted_ratings(self, result: list[Recommendation], user: int) -> list[Recommendation]:
         indices = np.array([self.data.items.get(r.item) for r in result], dtype=np.int64)

@@ -1,0 +1,67 @@
+"""Why an item is recommended, in a few words: "because you liked iphone", "popular in kitchen",
+"bought together with coffee_maker".
+
+The anchor of a personal recommendation is the user's liked item closest to it (content
+similarity plus item-to-item similarity, times how much the user liked it), found for all k items
+in one sparse product.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from recommenders.collaborative import ItemBasedRecommender
+from recommenders.content_based import ContentRecommender
+from recommenders.interaction_data import InteractionData
+from recommenders.records import EventType
+
+CONTEXT_VERBS = {EventType.VIEW: "viewed together with", EventType.ADD_TO_CART: "bought together with",
+                 EventType.PURCHASE: "bought together with", EventType.RATING: "liked together with"}
+
+
+class Explainer:
+    def __init__(self, content: ContentRecommender, item_based: ItemBasedRecommender) -> None:
+        self.content = content
+        self.item_based = item_based
+
+    def reasons(self, data: InteractionData, items: np.ndarray, labels: list[str], user: int | None = None,
+                context_item: int | None = None, event_type: EventType = EventType.VIEW) -> list[str]:
+        anchors = self._anchors(data, user, items) if user is not None else {}
+        reasons = []
+        for position, (item, label) in enumerate(zip(items.tolist(), labels)):
+            if label in ("popular", "trending"):
+                category = data.item_records[item].category
+                reasons.append(f"{label} in {category}" if category else f"{label} overall")
+            elif context_item is not None and label == "behavior":
+                reasons.append(f"{CONTEXT_VERBS[event_type]} {data.items.id_of(context_item)}")
+            elif context_item is not None and (label == "content" or position not in anchors):
+                reasons.append(f"similar to {data.items.id_of(context_item)}")
+            elif position in anchors:
+                reasons.append(f"because you liked {data.items.id_of(anchors[position])}")
+            else:
+                reasons.append("popular with shoppers like you")
+        return reasons
+
+    def _anchors(self, data: InteractionData, user: int, items: np.ndarray) -> dict[int, int]:
+        """Position in `items` -> the user's liked item closest to it (where any is close at all)."""
+        liked, weights = data.preference_row(user)
+        if liked.size == 0 or items.size == 0:
+            return {}
+        affinity = np.zeros((liked.size, items.size))
+        for matrix in (self._content_similarity(liked, items), self._item_similarity(liked, items)):
+            if matrix is not None:
+                affinity += matrix
+        affinity *= weights[:, None]  # the items the user liked most make the better reason
+        best = affinity.argmax(axis=0)
+        return {position: int(liked[row]) for position, row in enumerate(best) if affinity[row, position] > 0}
+
+    def _content_similarity(self, liked: np.ndarray, items: np.ndarray) -> np.ndarray | None:
+        vectors = self.content.item_vectors
+        if liked.max() >= vectors.shape[0] or items.max() >= vectors.shape[0]:
+            return None
+        return (vectors[liked] @ vectors[items].T).toarray()
+
+    def _item_similarity(self, liked: np.ndarray, items: np.ndarray) -> np.ndarray | None:
+        similarity = self.item_based.similarity
+        if liked.max() >= similarity.shape[0] or items.max() >= similarity.shape[0]:
+            return None
+        return similarity[liked][:, items].toarray()
