@@ -98,43 +98,50 @@ class IncrementalMatrix:
         self._shape = (max(self._shape[0], n_rows), max(self._shape[1], n_columns))
 
     def update(self, row: int, column: int, value: float) -> None:
+        """"add": the overlay keeps only the increment; "replace": it keeps the row's latest values."""
         cells = self._overlay.get(row)
         if cells is None:
-            cells = self._overlay[row] = self._snapshot_row_dict(row)
+            cells = self._overlay[row] = {} if self._combine == "add" else self._snapshot_row_dict(row)
         cells[column] = cells.get(column, 0.0) + value if self._combine == "add" else value
         self.resize(row + 1, column + 1)
 
     def row(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """(column indices, values) of one row, including changes not yet compacted."""
-        overlay = self._overlay.get(row)
-        if overlay is not None:
-            items = np.fromiter(overlay.keys(), dtype=np.int64, count=len(overlay))
-            values = np.fromiter(overlay.values(), dtype=np.float64, count=len(overlay))
-            return items, values
-        if row >= self._snapshot.shape[0]:
-            return np.empty(0, np.int64), np.empty(0, np.float64)
-        start, end = self._snapshot.indptr[row], self._snapshot.indptr[row + 1]
-        return self._snapshot.indices[start:end].astype(np.int64), self._snapshot.data[start:end]
+        columns, values = self._snapshot_row(row)
+        cells = self._overlay.get(row)
+        if cells is None:
+            return columns, values
+        changed = np.fromiter(cells.keys(), dtype=np.int64, count=len(cells))
+        changes = np.fromiter(cells.values(), dtype=np.float64, count=len(cells))
+        if self._combine == "replace":
+            return changed, changes
+        merged, inverse = np.unique(np.concatenate([columns, changed]), return_inverse=True)
+        return merged, np.bincount(inverse, weights=np.concatenate([values, changes]), minlength=len(merged))
 
     def compact(self) -> None:
         """Fold the overlay into a new snapshot (O(nnz)); readers keep the old one until the swap."""
         overlay, self._overlay = self._overlay, {}
         base = self._snapshot.tocoo()
-        if overlay:
-            changed = np.fromiter(overlay.keys(), dtype=np.int64)
-            keep = ~np.isin(base.row, changed)
-            rows = [base.row[keep]]
-            cols = [base.col[keep]]
-            vals = [base.data[keep]]
-            for row, cells in overlay.items():
-                rows.append(np.full(len(cells), row, dtype=np.int64))
-                cols.append(np.fromiter(cells.keys(), dtype=np.int64, count=len(cells)))
-                vals.append(np.fromiter(cells.values(), dtype=np.float64, count=len(cells)))
-            base = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=self._shape)
-        self._snapshot = sp.csr_matrix((base.data, (base.row, base.col)), shape=self._shape)
+        rows, cols, vals = [base.row], [base.col], [base.data]
+        if overlay and self._combine == "replace":  # the overlay rows replace the snapshot's
+            keep = ~np.isin(base.row, np.fromiter(overlay.keys(), dtype=np.int64))
+            rows, cols, vals = [base.row[keep]], [base.col[keep]], [base.data[keep]]
+        for row, cells in overlay.items():
+            rows.append(np.full(len(cells), row, dtype=np.int64))
+            cols.append(np.fromiter(cells.keys(), dtype=np.int64, count=len(cells)))
+            vals.append(np.fromiter(cells.values(), dtype=np.float64, count=len(cells)))
+        matrix = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=self._shape)
+        matrix.sum_duplicates()  # "add": snapshot value + increment
+        self._snapshot = matrix
+
+    def _snapshot_row(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        if row >= self._snapshot.shape[0]:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        start, end = self._snapshot.indptr[row], self._snapshot.indptr[row + 1]
+        return self._snapshot.indices[start:end].astype(np.int64), self._snapshot.data[start:end]
 
     def _snapshot_row_dict(self, row: int) -> dict[int, float]:
-        columns, values = self.row(row)
+        columns, values = self._snapshot_row(row)
         return dict(zip(columns.tolist(), values.tolist()))
 
 
