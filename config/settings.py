@@ -40,6 +40,16 @@ class HybridWeights(BaseSettings):
     collaborative_heavy: float = 0.7
 
 
+class CollaborativeWeights(BaseSettings):
+    """Blend of the collaborative parts; `python main.py evaluate --tune` suggests values for a catalog."""
+
+    model_config = SettingsConfigDict(env_prefix="COLLABORATIVE_WEIGHT_")
+
+    user_based: float = 0.4
+    ease: float = 0.4
+    als: float = 0.2
+
+
 class EventWeights(BaseSettings):
     """Implicit preference each event adds to a user-item cell; a rating r adds max(r - neutral, 0)."""
 
@@ -65,6 +75,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     ttl: CacheTTLs = Field(default_factory=CacheTTLs)
     hybrid: HybridWeights = Field(default_factory=HybridWeights)
+    collaborative: CollaborativeWeights = Field(default_factory=CollaborativeWeights)
     event_weights: EventWeights = Field(default_factory=EventWeights)
     cache_max_entries: int = 10_000  # per cache kind
     async_mode: str = "gevent"  # Flask-SocketIO's mode; chosen by measurement (bench/README.md)

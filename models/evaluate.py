@@ -24,6 +24,7 @@ from recommenders.base import Recommender
 from recommenders.collaborative import CollaborativeRecommender, ItemBasedRecommender, UserBasedRecommender
 from recommenders.content_based import ContentRecommender
 from recommenders.ease import EaseRecommender
+from recommenders.matrix_factorization import ALSRecommender
 from recommenders.engine import Engine
 from recommenders.event_based import EventBasedRecommender
 from recommenders.hybrid import HybridRecommender
@@ -47,6 +48,7 @@ OURS: dict[str, Callable[[InteractionData], Recommender]] = {
     "item_based": lambda data: ItemBasedRecommender(),
     "collaborative": lambda data: CollaborativeRecommender(),
     "ease_engine": lambda data: EaseRecommender(),  # ours: the engine component (live rows)
+    "als_engine": lambda data: ALSRecommender(),  # ours: log-damped confidences, fold-in per event
     "content": lambda data: ContentRecommender(),
     "behavior": lambda data: EventBasedRecommender(),
     "popular": lambda data: PopularityRecommender(),
@@ -55,9 +57,10 @@ OURS: dict[str, Callable[[InteractionData], Recommender]] = {
 }
 MODELS = (*OURS, *REFERENCES)
 
-# The engine's models whose fold-in is checked. When the engine gains a model with its own fold-in
-# (e.g. ALS folding a user's new events into their factors), add it here: "als": lambda engine: engine.als.
-FOLD_IN_MODELS: dict[str, Callable[[Engine], Recommender]] = {"hybrid": lambda engine: engine.hybrid}
+# The engine's models whose fold-in is checked: the served hybrid, and ALS, which re-solves a user's
+# factors after each event.
+FOLD_IN_MODELS: dict[str, Callable[[Engine], Recommender]] = {"hybrid": lambda engine: engine.hybrid,
+                                                             "als": lambda engine: engine.collaborative.als}
 
 
 @dataclass

@@ -12,6 +12,7 @@ from sklearn.preprocessing import normalize
 
 from recommenders.base import Recommender, candidate_mask, normalise, padded
 from recommenders.ease import EaseRecommender
+from recommenders.matrix_factorization import ALSRecommender
 from recommenders.interaction_data import InteractionData
 
 
@@ -136,31 +137,43 @@ def keep_top_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
 
 
 class CollaborativeRecommender(Recommender):
-    """The collaborative signal the API serves: taste neighbours (user-based) and EASE, blended.
+    """The collaborative signal the API serves: taste neighbours (user-based), EASE and ALS, blended.
 
     Each is min-max normalised over the user's *unseen* items first: seen items often hold a
-    recommender's top scores, and normalising over them would squash what is left to rank.
-    Item-to-item serves "similar items"; in offline evaluation EASE ranks users better than it.
+    recommender's top scores, and normalising over them would squash what is left to rank. The
+    weights suit the catalog (`python main.py evaluate --tune` finds them on a validation split);
+    item-to-item serves "similar items".
     """
 
     name = "collaborative"
-    WEIGHTS = {"user_based": 0.5, "ease": 0.5}
 
-    def __init__(self, user_based: UserBasedRecommender | None = None, ease: EaseRecommender | None = None,
-                 item_based: ItemBasedRecommender | None = None) -> None:
-        self.user_based = user_based or UserBasedRecommender()
-        self.ease = ease or EaseRecommender()
-        self.item_based = item_based or ItemBasedRecommender()
+    def __init__(self, weights: dict[str, float] | None = None) -> None:
+        self.weights = dict(weights or DEFAULT_COLLABORATIVE_WEIGHTS)
+        self.user_based = UserBasedRecommender()
+        self.ease = EaseRecommender()
+        self.als = ALSRecommender()
+        self.item_based = ItemBasedRecommender()
+
+    @property
+    def parts(self) -> dict[str, Recommender]:
+        return {"user_based": self.user_based, "ease": self.ease, "als": self.als}
 
     def fit(self, data: InteractionData) -> "CollaborativeRecommender":
-        for model in (self.user_based, self.ease, self.item_based):
+        for model in (*self.parts.values(), self.item_based):
             model.fit(data)
         return self
 
-    def score(self, data: InteractionData, user: int) -> np.ndarray:
+    def part_scores(self, data: InteractionData, user: int) -> dict[str, np.ndarray]:
+        """Each part's scores, normalised over the user's unseen items (what the weights blend)."""
         unseen = candidate_mask(data, user, None)
-        return (self.WEIGHTS["user_based"] * normalise(self.user_based.score(data, user), unseen)
-                + self.WEIGHTS["ease"] * normalise(self.ease.score(data, user), unseen))
+        return {name: normalise(model.score(data, user), unseen) for name, model in self.parts.items()
+                if self.weights.get(name, 0.0) > 0}
+
+    def score(self, data: InteractionData, user: int) -> np.ndarray:
+        return sum(self.weights[name] * scores for name, scores in self.part_scores(data, user).items())
 
     def similar_items(self, data: InteractionData, item: int) -> np.ndarray:
         return self.item_based.similar_items(data, item)
+
+
+DEFAULT_COLLABORATIVE_WEIGHTS = {"user_based": 0.4, "ease": 0.4, "als": 0.2}

@@ -18,7 +18,8 @@ from recommenders.content_based import ContentRecommender
 from recommenders.event_based import EventBasedRecommender
 from recommenders.explanations import Explainer
 from recommenders.hybrid import HybridPolicy, HybridRecommender, rank_contributions
-from recommenders.interaction_data import EventWeighting, InteractionData
+from recommenders.interaction_data import EventColumns, EventWeighting, InteractionData
+from recommenders.matrix_factorization import SVDRatingModel
 from recommenders.popular import PopularityRecommender, TrendingRecommender
 from recommenders.realtime import RealtimeRecommender
 from recommenders.records import EventType, InteractionRecord, ItemRecord, Recommendation
@@ -36,12 +37,14 @@ class UnknownKeyError(LookupError):
 
 
 class Engine:
-    def __init__(self, data: InteractionData, policy: HybridPolicy = HybridPolicy()) -> None:
+    def __init__(self, data: InteractionData, policy: HybridPolicy = HybridPolicy(),
+                 collaborative_weights: dict[str, float] | None = None) -> None:
         self.data = data
         self.popular = PopularityRecommender()
         self.trending = TrendingRecommender()
         self.content = ContentRecommender()
-        self.collaborative = CollaborativeRecommender()
+        self.collaborative = CollaborativeRecommender(collaborative_weights)
+        self.rating_model = SVDRatingModel()
         self.behavior = EventBasedRecommender()
         self.hybrid = HybridRecommender({"collaborative": self.collaborative, "content": self.content,
                                          "behavior": self.behavior, "popular": self.popular}, policy)
@@ -54,10 +57,11 @@ class Engine:
         self._applied_seqs: set[int] = set()  # stored events applied since the fit
 
     @classmethod
-    def build(cls, items: Sequence[ItemRecord], user_ids: Iterable[str], interactions: Iterable[InteractionRecord],
-              weighting: EventWeighting = EventWeighting(), policy: HybridPolicy = HybridPolicy()) -> "Engine":
-        """A fitted engine from plain records (what the store or a data loader returns)."""
-        engine = cls(InteractionData(items, user_ids, interactions, weighting), policy)
+    def build(cls, items: Sequence[ItemRecord], user_ids: Iterable[str],
+              interactions: Iterable[InteractionRecord] | EventColumns, weighting: EventWeighting = EventWeighting(),
+              policy: HybridPolicy = HybridPolicy(), collaborative_weights: dict[str, float] | None = None) -> "Engine":
+        """A fitted engine from records or columns (what the store or a data loader returns)."""
+        engine = cls(InteractionData(items, user_ids, interactions, weighting), policy, collaborative_weights)
         engine.fit()
         return engine
 
@@ -66,6 +70,7 @@ class Engine:
         with self._lock:
             self.data.compact()
             self.hybrid.fit(self.data)
+            self.rating_model.fit(self.data)
         self.fit_seconds = time.perf_counter() - started
         self.fitted_at = time.time()
 
@@ -85,6 +90,9 @@ class Engine:
             user, _ = self.data.observe(event)
             if first_touch:
                 self.behavior.observe_new_pair(self.data, user, item)
+            self.collaborative.als.fold_in(self.data, user)
+            if event.event_type == EventType.RATING:
+                self.rating_model.fold_in(self.data, user)
             if event.seq:
                 self._applied_seqs.add(event.seq)
             return True
@@ -216,7 +224,7 @@ class Engine:
 
     def _with_predicted_ratings(self, result: list[Recommendation], user: int) -> list[Recommendation]:
         indices = np.array([self.data.items.get(r.item) for r in result], dtype=np.int64)
-        predicted = self.collaborative.user_based.predict_ratings(self.data, user, indices)
+        predicted = self.rating_model.predict(self.data, user, indices)
         for recommendation, rating in zip(result, predicted):
             if np.isfinite(rating):
                 recommendation.extra["predicted_rating"] = round(float(rating), 2)

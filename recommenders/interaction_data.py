@@ -245,6 +245,15 @@ class InteractionData:
         seen.data = np.ones_like(seen.data)
         return seen
 
+    def canonical_order(self, ids: IdMap, indices: np.ndarray) -> np.ndarray:
+        """`indices` sorted by their external ids: an order that does not depend on arrival order.
+
+        Models with random initialisation per row (ALS, SVD) fit in this order, so a restart, which
+        numbers users and items differently from the live process, fits exactly the same model.
+        """
+        names = np.array(ids.ids_of(indices), dtype=object)
+        return indices[np.argsort(names, kind="stable")]
+
     def user_ratings(self, user: int) -> tuple[np.ndarray, np.ndarray]:
         return self.ratings.row(user)
 

@@ -257,7 +257,7 @@ def build_engine(store: Store, settings: Settings, through_seq: int | None = Non
     if through_seq is None:
         through_seq = store.last_seq() if first_start else store.latest_checkpoint()
     engine = Engine.build(store.all_items(), store.all_user_ids(), store.iter_interactions(until_seq=through_seq),
-                          weighting, policy)
+                          weighting, policy, settings.collaborative.model_dump())
     engine.fitted_through_seq = through_seq
     if first_start:
         store.record_checkpoint(through_seq, engine.fit_seconds)

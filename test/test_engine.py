@@ -27,12 +27,7 @@ def event(user: str, item: str, kind: EventType, t: float = 0.0) -> InteractionR
 @pytest.fixture
 def engine() -> Engine:
     """Fruit lovers and tool lovers; 'fan' has rated two fruits only."""
-    history = []
-    for u in range(4):
-        history += [rating(f"fruitlover{u}", f"fruit{i}", 5, t=i) for i in range(5)]
-        history += [rating(f"toollover{u}", f"tool{i}", 5, t=i) for i in range(5)]
-    history += [rating("fan", "fruit0", 5, t=10), rating("fan", "fruit1", 4, t=11)]
-    return Engine.build(ITEMS, ["fan"], history)
+    return Engine.build(ITEMS, ["fan"], _initial_history())
 
 
 def ids(recommendations) -> list[str]:
@@ -115,21 +110,26 @@ def test_collaborative_predicts_ratings_on_the_rating_scale(engine):
     assert all(0.0 <= r.score <= 1.0 for r in result)
 
 
-def test_rebuild_from_the_same_events_ranks_the_same(engine):
-    engine.observe(event("fan", "tool0", EventType.VIEW, t=20))
-    rebuilt = Engine.build(ITEMS, engine.data.users.ids_of(np.arange(engine.data.n_users)),
-                           _replayed(engine))
+def test_a_rebuild_that_replays_the_same_events_ranks_the_same(engine):
+    """What a restart does: fit on the same log, replay the later events; user order must not matter."""
+    later = [event("fan", "tool0", EventType.VIEW, t=20), rating("newcomer", "fruit3", 5, t=21)]
+    for record in later:
+        engine.observe(record)
+    rebuilt = Engine.build(ITEMS, list(reversed(engine.data.users.ids_of(np.arange(engine.data.n_users)))),
+                           _initial_history())
+    for record in later:
+        rebuilt.observe(record)
     for case in CASES:
-        assert ids(rebuilt.recommend("fan", 5, case)) == ids(engine.recommend("fan", 5, case))
+        for user in ("fan", "newcomer"):
+            assert ids(rebuilt.recommend(user, 5, case)) == ids(engine.recommend(user, 5, case))
 
 
-def _replayed(engine: Engine) -> list[InteractionRecord]:
+def _initial_history() -> list[InteractionRecord]:
     history = []
     for u in range(4):
         history += [rating(f"fruitlover{u}", f"fruit{i}", 5, t=i) for i in range(5)]
         history += [rating(f"toollover{u}", f"tool{i}", 5, t=i) for i in range(5)]
-    return history + [rating("fan", "fruit0", 5, t=10), rating("fan", "fruit1", 4, t=11),
-                      event("fan", "tool0", EventType.VIEW, t=20)]
+    return history + [rating("fan", "fruit0", 5, t=10), rating("fan", "fruit1", 4, t=11)]
 
 
 def test_top_k_excludes_masks_and_breaks_ties_by_index():
@@ -195,3 +195,26 @@ def test_every_recommendation_says_why(engine):
     engine.observe(event("a", "tool5", EventType.PURCHASE))
     assert engine.realtime_recommend(None, 1, "fruit5", EventType.PURCHASE)[0].extra["reason"] == \
         "bought together with fruit5"
+
+
+def test_als_folds_a_new_event_into_the_user_vector_without_a_refit(engine):
+    als = engine.collaborative.als
+    engine.observe(event("als-newcomer", "tool0", EventType.PURCHASE))
+    user = engine.data.users.get("als-newcomer")
+    scores = als.score(engine.data, user)
+    assert engine.data.items.id_of(int(np.argmax(scores))).startswith("tool")
+    engine.observe(event("als-newcomer", "fruit0", EventType.PURCHASE))
+    engine.observe(event("als-newcomer", "fruit1", EventType.PURCHASE))
+    assert not np.allclose(als.score(engine.data, user), scores)
+
+
+def test_predicted_ratings_follow_a_new_rating(engine):
+    def predicted() -> dict[str, float]:
+        return {r.item: r.extra["predicted_rating"] for r in engine.recommend("fan", 6, "collaborative")
+                if "predicted_rating" in r.extra}
+
+    before = predicted()
+    engine.observe(rating("fan", "fruit2", 1, t=30))  # the fan's ratings fall: so do the predictions
+    after = predicted()
+    shared = before.keys() & after.keys()
+    assert shared and all(after[item] < before[item] for item in shared)
