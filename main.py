@@ -245,7 +245,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:
         return run_evaluation(args.dataset, args.data_dir, args.items, args.json, args.out_dir,
-                              args.models, args.max_users)
+                              args.models, args.max_users, tune=args.tune)
     except (FileNotFoundError, ValueError) as error:
         print(f"Cannot evaluate {args.data_dir}: {error}", file=sys.stderr)
         return 1
@@ -291,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser.add_argument("--out-dir", type=Path, metavar="DIR", help="report folder (default: reports/<dataset>)")
     evaluate_parser.add_argument("--models", type=lambda names: [n for n in names.split(",") if n], metavar="a,b",
                                  help="only these models (default: all of ours and every reference)")
+    evaluate_parser.add_argument("--tune", action="store_true",
+                                 help="also tune the collaborative weights on a validation split of the training data")
     evaluate_parser.add_argument("--max-users", type=int, metavar="N",
                                  help="score a random sample of N test users (models still train on everything)")
     return parser

@@ -18,8 +18,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from models.metrics import ranking_metrics, rating_errors
+from models.tuning import tune_collaborative
 from models.references import REFERENCES, Reference
-from models.split import FOLD_IN_FRACTION, POSITIVE_RATING, SEED, TEST_FRACTION, Pairs, holdout
+from models.split import FOLD_IN_FRACTION, POSITIVE_RATING, SEED, TEST_FRACTION, Pairs, holdout, pair_keys
 from recommenders.base import Recommender
 from recommenders.collaborative import CollaborativeRecommender, ItemBasedRecommender, UserBasedRecommender
 from recommenders.content_based import ContentRecommender
@@ -230,7 +231,7 @@ def fold_in_check(index: IndexedData, train_events: pd.DataFrame, test: Pairs, u
 
 
 def evaluate(dataset: str, items: Sequence[ItemRecord], interactions: pd.DataFrame, models: Sequence[str] = MODELS,
-             max_users: int | None = None, progress: bool = True) -> dict:
+             max_users: int | None = None, progress: bool = True, tune: bool = False) -> dict:
     """The whole run on one loaded data set; returns the JSON document (see `report.write_json`)."""
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
@@ -238,7 +239,7 @@ def evaluate(dataset: str, items: Sequence[ItemRecord], interactions: pd.DataFra
     started = time.perf_counter()
     index = index_dataset(items, interactions)
     train, test = Pairs.from_events(index.events, index.n_users, index.n_items).holdout(TEST_FRACTION, SEED)
-    in_train = np.isin(_pair_keys(index.events, index.n_items), _pair_keys(train.frame, index.n_items))
+    in_train = np.isin(pair_keys(index.events, index.n_items), pair_keys(train.frame, index.n_items))
     train_events = index.events[in_train]
     data = InteractionData(index.items, index.user_ids.tolist(), index.columns(train_events), EventWeighting())
 
@@ -258,13 +259,11 @@ def evaluate(dataset: str, items: Sequence[ItemRecord], interactions: pd.DataFra
         settings[name] = model.describe()
         notes += model_notes
     fold_in = fold_in_check(index, train_events, test, users, K, progress)
-    return {"dataset": dataset, "protocol": _protocol(K, index, train, test, users, ratings), "results": results,
-            "fold_in": fold_in, "settings": settings, "notes": notes,
-            "runtime_seconds": time.perf_counter() - started}
-
-
-def _pair_keys(frame: pd.DataFrame, n_items: int) -> np.ndarray:
-    return frame["user"].to_numpy(np.int64) * n_items + frame["item"].to_numpy(np.int64)
+    evaluation = {"dataset": dataset, "protocol": _protocol(K, index, train, test, users, ratings),
+                  "results": results, "fold_in": fold_in, "settings": settings, "notes": notes}
+    if tune:
+        evaluation["tuning"] = tune_collaborative(index, train_events, train, progress)
+    return {**evaluation, "runtime_seconds": time.perf_counter() - started}
 
 
 def _protocol(k: int, index: IndexedData, train: Pairs, test: Pairs, users: np.ndarray, ratings: RatingTest) -> dict:
@@ -287,15 +286,20 @@ def _protocol(k: int, index: IndexedData, train: Pairs, test: Pairs, users: np.n
 
 def run_evaluation(dataset: str, data_dir: Path, items_path: Path | None = None, json_path: Path | None = None,
                    out_dir: Path | None = None, models: Sequence[str] | None = None, max_users: int | None = None,
-                   progress: bool = True) -> int:
+                   progress: bool = True, tune: bool = False) -> int:
     """The CLI entry: load, evaluate, print the table, write report.md + chart (and the JSON if asked)."""
     from models.report import format_table, write_json, write_report
     from preprocess.loaders import load_dataset
 
     loaded = load_dataset(dataset, Path(data_dir), None if items_path is None else Path(items_path), progress=progress)
-    evaluation = evaluate(dataset, loaded.items, loaded.interactions, models or MODELS, max_users, progress=progress)
+    evaluation = evaluate(dataset, loaded.items, loaded.interactions, models or MODELS, max_users, progress=progress,
+                          tune=tune)
     evaluation["notes"] = [*loaded.notes, *evaluation["notes"]]
     print(format_table(evaluation))
+    if "tuning" in evaluation:
+        tuning = evaluation["tuning"]
+        print(f"\nTuned collaborative weights (validation NDCG@10 {tuning['validation_ndcg@10']:.4f} over "
+              f"{tuning['validation_users']} users, {tuning['grid']} combinations): {tuning['env']}")
     report = write_report(evaluation, Path(out_dir or Path("reports") / dataset))
     print(f"\nReport: {report}")
     if json_path is not None:

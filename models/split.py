@@ -96,3 +96,8 @@ class Pairs:
         rows, columns = self.frame["user"].to_numpy()[keep], self.frame["item"].to_numpy()[keep]
         data = np.ones(len(rows)) if values is None else values[keep].astype(np.float64)
         return sp.csr_matrix((data, (rows, columns)), shape=(self.n_users, self.n_items))
+
+
+def pair_keys(frame: pd.DataFrame, n_items: int) -> np.ndarray:
+    """One integer per (user, item) row of a frame with index columns user, item: for set operations."""
+    return frame["user"].to_numpy(np.int64) * n_items + frame["item"].to_numpy(np.int64)

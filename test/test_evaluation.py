@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 import main
+from models.tuning import simplex_grid
 from models.metrics import ranking_metrics, rating_errors
 from models.references import REFERENCES, SurpriseSVD, ease_weights, top_k_unseen
 from models.split import Pairs, holdout
@@ -183,7 +184,7 @@ def test_evaluate_on_a_generated_csv_writes_the_table_the_json_and_the_report(tm
     out = tmp_path / "report"
     code = main.main(["evaluate", "--dataset", "csv", "--data-dir", str(tmp_path / "events.csv"),
                       "--items", str(tmp_path / "items.csv"), "--json", str(tmp_path / "out.json"),
-                      "--out-dir", str(out)])
+                      "--out-dir", str(out), "--tune"])
     assert code == 0
     printed = capsys.readouterr().out
     document = json.loads((tmp_path / "out.json").read_text())
@@ -197,6 +198,9 @@ def test_evaluate_on_a_generated_csv_writes_the_table_the_json_and_the_report(tm
     assert {"hybrid_weighted", "hybrid_adaptive", "hybrid_switching", *REFERENCES} <= set(document["results"])
     hybrid = document["fold_in"]["models"]["hybrid"]
     assert hybrid["full_retrain_ndcg@10"] > 0 and hybrid["fold_in_ndcg@10"] > 0
+    tuned = document["tuning"]["weights"]
+    assert set(tuned) == {"user_based", "ease", "als"} and sum(tuned.values()) == pytest.approx(1.0)
+    assert "COLLABORATIVE_WEIGHT_EASE=" in printed
     report = (out / "report.md").read_text()
     assert "## Protocol" in report and "| hybrid_weighted | ours |" in report and "](metrics.png)" in report
     assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -207,3 +211,9 @@ def test_evaluate_rejects_an_unknown_model_name(tmp_path, capsys):
     assert main.main(["evaluate", "--dataset", "csv", "--data-dir", str(tmp_path / "events.csv"),
                       "--models", "ease,magic", "--out-dir", str(tmp_path)]) == 1
     assert "magic" in capsys.readouterr().err
+
+
+def test_simplex_grid_covers_every_weighting_that_sums_to_one():
+    grid = simplex_grid(["a", "b", "c"], step=0.5)
+    assert len(grid) == 6 and all(sum(w.values()) == pytest.approx(1.0) for w in grid)
+    assert {"a": 0.5, "b": 0.5, "c": 0.0} in grid and {"a": 0.0, "b": 0.0, "c": 1.0} in grid

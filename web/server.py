@@ -18,13 +18,23 @@ BACKLOG = 1024  # room for bursts of new connections while the process is busy
 
 
 class RequestHandler(WebSocketHandler):
-    """WebSocket-capable handler that writes its access log to the server's `log`, as pywsgi does.
+    """WebSocket-capable handler that is fair between connections and logs only when asked.
 
-    geventwebsocket sends access lines to a logger of its own that prints only in its debug mode,
-    so LOG_REQUESTS=1 would show nothing.
+    - pywsgi serves a keep-alive connection's requests in a loop without yielding: under load one
+      busy connection held the loop for 100-350 ms, stalling every other request and push. Yielding
+      after each request cut p99 under 32-connection load from ~340 ms to 8-30 ms (bench/README.md).
+    - geventwebsocket sends access lines to a logger that prints only in its debug mode, so the
+      server's `log` gets them as in pywsgi; with logging off no line is formatted at all.
     """
 
-    log_request = pywsgi.WSGIHandler.log_request
+    def handle_one_request(self):
+        result = super().handle_one_request()
+        gevent.sleep(0)  # let the other connections' greenlets run before this one reads again
+        return result
+
+    def log_request(self) -> None:
+        if not isinstance(self.server.log, pywsgi._NoopLog):  # log=None becomes a no-op writer
+            pywsgi.WSGIHandler.log_request(self)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
