@@ -1,0 +1,153 @@
+"""HTTP throughput under load: cached recommendations against the trivial /health/live, with wrk.
+
+wrk holds 32 keep-alive connections on 2 threads for --duration seconds per endpoint:
+  (a) GET /recommendations/<user>?count=10, rotating over a fixed set of users whose answers
+      were cached first (a sample answer before and after the load must say source "cache");
+  (b) GET /health/live, which touches neither store nor model: the framework's ceiling here.
+The ratio (a)/(b) says how much of that ceiling the cached route keeps; the target is >= 0.7.
+Run it against a live server (needs Debian's wrk: apt-get install -y wrk):
+
+    python main.py serve &
+    python bench/http_throughput.py [--url http://127.0.0.1:5000] [--duration 10]
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from _common import BenchError, KeepAliveClient, bench_parser, format_table, report_error, verdict, write_results
+
+CONNECTIONS, THREADS = 32, 2
+RATIO_TARGET = 0.7
+CACHED_USERS = ("alice", "bob", "carol", "user_001", "user_002", "user_003", "user_004", "user_005")
+CACHED_ROW, LIVE_ROW = "GET /recommendations (cached)", "GET /health/live"
+# wrk prints latencies with the unit that fits: 812.00us, 3.21ms, 1.02s, 1.50m, 1.00h.
+LATENCY_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+LATENCY = r"([\d.]+)(us|ms|s|m|h)\b"
+# Lua for wrk: each thread cycles through the paths, so the load spreads over several cache entries.
+ROTATE_SCRIPT = """local paths = {%s}
+local next_path = 0
+request = function()
+  next_path = next_path %% #paths + 1
+  return wrk.format("GET", paths[next_path])
+end
+"""
+
+
+def latency_ms(text: str) -> float:
+    """'3.21ms' -> 3.21; '812.00us' -> 0.812; '1.02s' -> 1020.0."""
+    match = re.fullmatch(LATENCY, text.strip())
+    if match is None:
+        raise BenchError(f"unreadable wrk latency {text!r}")
+    return float(match.group(1)) * LATENCY_UNITS_MS[match.group(2)]
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    """Requests/s, latency percentiles (ms), request count and errors from wrk --latency's text."""
+    def find(pattern: str) -> re.Match:
+        match = re.search(pattern, output, re.MULTILINE)
+        if match is None:
+            raise BenchError(f"wrk's output has no line matching {pattern!r}:\n{output}")
+        return match
+
+    result: dict[str, Any] = {"requests_per_s": float(find(r"^Requests/sec:\s+([\d.]+)").group(1))}
+    for percent in (50, 75, 90, 99):
+        result[f"p{percent}_ms"] = round(latency_ms(find(rf"^[ \t]+{percent}%[ \t]+(\S+)").group(1)), 3)
+    result["max_ms"] = round(latency_ms(find(rf"^[ \t]+Latency[ \t]+\S+[ \t]+\S+[ \t]+({LATENCY})").group(1)), 3)
+    result["requests"] = int(find(r"^[ \t]+(\d+) requests in").group(1))
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    result["socket_errors"] = sum(map(int, socket_errors.groups())) if socket_errors else 0
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    result["non_2xx"] = int(non_2xx.group(1)) if non_2xx else 0
+    return result
+
+
+def wrk_path() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise BenchError("wrk is not installed: apt-get install -y wrk")
+    return path
+
+
+def run_wrk(url: str, paths: list[str], duration: int) -> dict[str, Any]:
+    """One wrk run rotating over `paths`; its parsed figures plus the raw output."""
+    lua = ROTATE_SCRIPT % ", ".join(f'"{path}"' for path in paths)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(lua)
+        script.flush()
+        command = [wrk_path(), f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency",
+                   "-s", script.name, url + paths[0]]
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    if completed.returncode != 0:
+        raise BenchError(f"wrk exited with {completed.returncode}: {completed.stderr or completed.stdout}")
+    return {**parse_wrk(completed.stdout), "paths": paths, "wrk_output": completed.stdout}
+
+
+def cached_sources(client: KeepAliveClient, paths: list[str]) -> dict[str, str]:
+    """The `source` each path answers with now."""
+    return {path: client.expect(200, "GET", path)[0].get("source") for path in paths}
+
+
+def measure(url: str, duration: int = 10) -> dict[str, Any]:
+    """Warm the cache, load both endpoints in turn, and compare; also used by bench/async_modes.py."""
+    paths = [f"/recommendations/{user}?count=10" for user in CACHED_USERS]
+    client = KeepAliveClient(url)
+    try:
+        cached_sources(client, paths)  # fills the cache (a first answer may be computed)
+        sources_before = cached_sources(client, paths)
+        client.close()  # idle during the load, a server may drop it (gunicorn after 2 s); reopened after
+        rows = {CACHED_ROW: run_wrk(url, paths, duration), LIVE_ROW: run_wrk(url, ["/health/live"], duration)}
+        sources_after = cached_sources(client, paths)
+    finally:
+        client.close()
+    not_cached = sorted({path for sources in (sources_before, sources_after)
+                         for path, source in sources.items() if source != "cache"})
+    errors = {row: figures["socket_errors"] + figures["non_2xx"] for row, figures in rows.items()}
+    ratio = rows[CACHED_ROW]["requests_per_s"] / rows[LIVE_ROW]["requests_per_s"]
+    return {"connections": CONNECTIONS, "threads": THREADS, "duration_s": duration, "results": rows,
+            "ratio": round(ratio, 3), "ratio_target": RATIO_TARGET, "pass": ratio >= RATIO_TARGET,
+            "not_cached": not_cached, "errors": errors, "ok": not not_cached and not any(errors.values())}
+
+
+def throughput_table(record: dict[str, Any]) -> str:
+    headers = ["", "req/s", "p50", "p90", "p99", "max", "requests", "errors"]
+    rows = [[row, round(figures["requests_per_s"]), figures["p50_ms"], figures["p90_ms"], figures["p99_ms"],
+             figures["max_ms"], figures["requests"], record["errors"][row]]
+            for row, figures in record["results"].items()]
+    return format_table(headers, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser(__doc__.split("\n\n")[0], "http_throughput")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per endpoint")
+    args = parser.parse_args(argv)
+    if args.duration < 1:
+        parser.error("--duration must be at least 1")
+
+    try:
+        wrk_path()
+    except BenchError as error:
+        return report_error(error, hint=None)
+    try:
+        record = measure(args.url, args.duration)
+    except BenchError as error:
+        return report_error(error)
+
+    print(f"{args.url}: wrk, {CONNECTIONS} connections on {THREADS} threads, {args.duration} s per endpoint, times in ms")
+    print(throughput_table(record))
+    print(f"ratio cached / live: {record['ratio']:.3f}   target >= {RATIO_TARGET:g}  {verdict(record['pass'])}")
+    if record["not_cached"]:
+        print(f"CHECK FAILED: not answered from the cache: {', '.join(record['not_cached'])}")
+    for row, count in record["errors"].items():
+        if count:
+            print(f"CHECK FAILED: {row}: {count} socket errors or non-2xx answers")
+    write_results(args.out, {"url": args.url, **record})
+    return 0 if record["ok"] and record["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
