@@ -67,12 +67,9 @@ class ServerProcess:
             raise ServerStartError(f"something is already listening at {self.url}; stop it or choose another PORT")
         # A session of its own: Ctrl-C in the terminal reaches only the foreground shell, which then
         # stops the server in order instead of both dying at once.
-        command = [sys.executable, str(MAIN_PATH), "serve", "--port", str(self.port)]
-        if self.host is not None:
-            command += ["--host", self.host]
         self.process = subprocess.Popen(
-            command, env=self._env, stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=self._stderr,
-            start_new_session=True,
+            self.command(), env=self._env, stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=self._stderr,
+            start_new_session=True, cwd=MAIN_PATH.parent,
         )
         try:
             self._wait_until_healthy()
@@ -80,6 +77,11 @@ class ServerProcess:
             self.stop()
             raise
         return self
+
+    def command(self) -> list[str]:
+        """What runs the server: `main.py serve` (a bench may start another server the same way)."""
+        command = [sys.executable, str(MAIN_PATH), "serve", "--port", str(self.port)]
+        return command if self.host is None else [*command, "--host", self.host]
 
     def _wait_until_healthy(self) -> None:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # a local server: no proxy

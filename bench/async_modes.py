@@ -64,15 +64,8 @@ class VariantServer(ServerProcess):
         super().__init__(port, "127.0.0.1", env=env, stdout=log, stderr=subprocess.STDOUT)
         self._command = command
 
-    def start(self) -> "VariantServer":
-        self.process = subprocess.Popen(self._command, cwd=PROJECT_ROOT, env=self._env, stdin=subprocess.DEVNULL,
-                                        stdout=self._stdout, stderr=self._stderr, start_new_session=True)
-        try:
-            self._wait_until_healthy()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def command(self) -> list[str]:
+        return self._command
 
 
 def free_port() -> int:
