@@ -13,7 +13,7 @@ from sklearn.preprocessing import normalize
 from recommenders.base import Recommender, candidate_mask, normalise, padded
 from recommenders.ease import EaseRecommender
 from recommenders.matrix_factorization import ALSRecommender
-from recommenders.interaction_data import InteractionData
+from recommenders.interaction_data import HISTORY_SCORED, InteractionData
 
 
 class UserBasedRecommender(Recommender):
@@ -39,7 +39,7 @@ class UserBasedRecommender(Recommender):
 
     def neighbours_of(self, data: InteractionData, user: int) -> tuple[np.ndarray, np.ndarray]:
         """(user indices, cosine) of the most similar other users, from the user's live row."""
-        items, weights = data.preference_row(user)
+        items, weights = data.strongest_preferences(user, HISTORY_SCORED)
         known = items < self._by_item.shape[0]
         items, weights = items[known], weights[known]
         if items.size == 0 or self._by_item.shape[1] == 0:

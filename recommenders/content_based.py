@@ -48,14 +48,16 @@ class ContentRecommender(Recommender):
         gap = sp.csr_matrix((index - self.item_vectors.shape[0], self.item_vectors.shape[1]))
         self.item_vectors = sp.vstack([self.item_vectors, gap, row]).tocsr()
 
-    def profile(self, data: InteractionData, user: int) -> sp.csr_matrix:
-        """The user's taste as one row in item space: preference-weighted sum of liked items, L2-normalised."""
+    def profile(self, data: InteractionData, user: int) -> np.ndarray:
+        """The user's taste as one dense vector: preference-weighted sum of liked items, L2-normalised.
+
+        Dense, because a sparse-by-sparse product with its input checks cost five times more here.
+        """
         items, weights = data.preference_row(user)
         known = items < self.item_vectors.shape[0]
-        items, weights = items[known], weights[known]
-        if items.size == 0:
-            return sp.csr_matrix((1, self.item_vectors.shape[1]))
-        return normalize(sp.csr_matrix(weights) @ self.item_vectors[items])
+        profile = self.item_vectors[items[known]].T @ weights[known]
+        norm = np.linalg.norm(profile)
+        return profile / norm if norm > 0 else profile
 
     def score(self, data: InteractionData, user: int) -> np.ndarray:
         """Cosine to the profile times a popularity prior.
@@ -64,14 +66,13 @@ class ContentRecommender(Recommender):
         genres): on ML-100K NDCG@10 went from 0.03 to 0.21 with the prior, above popularity alone
         (0.18), with 3.5x its catalog coverage. The floor keeps never-seen items recommendable.
         """
-        scores = padded((self.item_vectors @ self.profile(data, user).T).toarray().ravel(), data.n_items)
+        scores = padded(self.item_vectors @ self.profile(data, user), data.n_items)
         return scores * popularity_prior(data)
 
     def similar_items(self, data: InteractionData, item: int) -> np.ndarray:
         if item >= self.item_vectors.shape[0]:
             return np.zeros(data.n_items)
-        scores = (self.item_vectors @ self.item_vectors[item].T).toarray().ravel()
-        return padded(scores, data.n_items)
+        return padded(self.item_vectors @ self.item_vectors[item].toarray().ravel(), data.n_items)
 
     def _vectors(self, records: list[ItemRecord]) -> sp.csr_matrix:
         fields = self.field_encoder.transform(_fields(records)).tocsc()
@@ -92,4 +93,5 @@ PRIOR_FLOOR, PRIOR_POWER = 0.1, 0.5
 
 def popularity_prior(data: InteractionData) -> np.ndarray:
     """(floor + (1 - floor) * normalised log-popularity) ** power: in (0, 1], gentle at the top."""
-    return (PRIOR_FLOOR + (1 - PRIOR_FLOOR) * normalise(np.log1p(data.popularity))) ** PRIOR_POWER
+    return data.memo("popularity_prior", lambda: (
+        PRIOR_FLOOR + (1 - PRIOR_FLOOR) * normalise(np.log1p(data.popularity))) ** PRIOR_POWER)

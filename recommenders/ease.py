@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from recommenders.base import Recommender
-from recommenders.interaction_data import InteractionData
+from recommenders.interaction_data import HISTORY_SCORED, InteractionData
 
 
 class EaseRecommender(Recommender):
@@ -41,7 +41,7 @@ class EaseRecommender(Recommender):
         return self
 
     def score(self, data: InteractionData, user: int) -> np.ndarray:
-        items, _ = data.preference_row(user)
+        items, _ = data.strongest_preferences(user, HISTORY_SCORED)
         items = items[items < len(self.position)]
         rows = self.position[items]
         rows = rows[rows >= 0]

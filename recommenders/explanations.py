@@ -14,6 +14,7 @@ from recommenders.content_based import ContentRecommender
 from recommenders.interaction_data import InteractionData
 from recommenders.records import EventType
 
+MAX_ANCHORS = 50  # a reason names one of the user's 50 most-liked items: cheap for heavy users
 CONTEXT_VERBS = {EventType.VIEW: "viewed together with", EventType.ADD_TO_CART: "bought together with",
                  EventType.PURCHASE: "bought together with", EventType.RATING: "liked together with"}
 
@@ -46,6 +47,8 @@ class Explainer:
         liked, weights = data.preference_row(user)
         if liked.size == 0 or items.size == 0:
             return {}
+        strongest = np.argsort(-weights, kind="stable")[:MAX_ANCHORS]
+        liked, weights = liked[strongest], weights[strongest]
         affinity = np.zeros((liked.size, items.size))
         for matrix in (self._content_similarity(liked, items), self._item_similarity(liked, items)):
             if matrix is not None:

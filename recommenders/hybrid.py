@@ -101,7 +101,8 @@ def rank_contributions(data: InteractionData, user: int | None, k: int, contribu
                        candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Top-k of summed contributions among the candidates, each labelled with its dominant component."""
     scores = sum(contributions.values()) if contributions else np.zeros(data.n_items)
-    tie_break = 1e-6 * normalise(data.popularity, candidates)  # among equal scores, the more popular first
+    # among equal scores, the more popular first (any increasing rescale of popularity orders the same)
+    tie_break = 1e-6 * data.memo("popularity_01", lambda: normalise(data.popularity))
     items, _ = top_k(scores + tie_break, k, allowed=candidates)
     return items, scores[items], _labels(contributions, items)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,7 @@ from recommenders.records import EventType, InteractionRecord, ItemRecord
 from recommenders.sparse_state import IdMap, IncrementalMatrix, resized
 
 RECENT_EVENTS_KEPT = 20
+HISTORY_SCORED = 200  # heavy users are scored from their 200 strongest preferences
 TRENDING_HALF_LIFE = 3 * 24 * 3600.0  # a trend halves in three days
 EVENT_TYPES = list(EventType)
 TYPE_CODES = {t: code for code, t in enumerate(EVENT_TYPES)}
@@ -148,6 +149,7 @@ class InteractionData:
         weights = np.where(is_rating, weighting.rating_weight(np.nan_to_num(ratings)), event_weights)
         self.recent = RecentEvents(users, items_, weights, times, types, len(self.users))
         self._preference: sp.csr_matrix | None = None
+        self._memo: dict[str, tuple[tuple[int, int], np.ndarray]] = {}
         self.popularity = np.bincount(items_, weights=weights, minlength=len(self.items)).astype(np.float64)
         self.last_event_time = float(times.max()) if len(times) else 0.0
         self.trending = TrendingCounter(items_, weights, times, len(self.items), trending_half_life,
@@ -195,6 +197,14 @@ class InteractionData:
         self.last_event_time = max(self.last_event_time, event.timestamp)
         return user, item
 
+    def memo(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """A value derived from the state, computed again only after an event or a new item."""
+        version = (self.n_interactions, self.n_items)
+        cached = self._memo.get(name)
+        if cached is None or cached[0] != version:
+            cached = self._memo[name] = (version, compute())
+        return cached[1]
+
     def compact(self) -> None:
         """Fold single-event updates into the snapshots that whole-matrix models read."""
         self.events.compact()
@@ -220,6 +230,14 @@ class InteractionData:
         summed = np.bincount(inverse, weights=values, minlength=len(unique))
         positive = summed > 0
         return unique[positive], summed[positive]
+
+    def strongest_preferences(self, user: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """The user's `limit` strongest (items, weights): bounds the cost of scoring heavy users."""
+        items, weights = self.preference_row(user)
+        if len(items) <= limit:
+            return items, weights
+        keep = np.sort(np.argpartition(-weights, limit - 1)[:limit])
+        return items[keep], weights[keep]
 
     def seen_items(self, user: int | None) -> np.ndarray:
         """Every item the user interacted with, liked or not: never recommended back."""

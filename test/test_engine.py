@@ -218,3 +218,11 @@ def test_predicted_ratings_follow_a_new_rating(engine):
     after = predicted()
     shared = before.keys() & after.keys()
     assert shared and all(after[item] < before[item] for item in shared)
+
+
+def test_compacting_a_replaced_row_leaves_no_stale_cells():
+    ratings = IncrementalMatrix.from_triples(np.array([0, 0]), np.array([0, 1]), np.array([4.0, 5.0]), (1, 3), "replace")
+    ratings.update(0, 2, 3.0)  # a replace-mode overlay holds the row's current cells: 0, 1 and now 2
+    ratings.compact()
+    assert ratings.snapshot.nnz == 3 and ratings.snapshot.toarray().tolist() == [[4.0, 5.0, 3.0]]
+    assert ratings.row(0)[0].tolist() == [0, 1, 2]
