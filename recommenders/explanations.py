@@ -57,14 +57,16 @@ class Explainer:
         best = affinity.argmax(axis=0)
         return {position: int(liked[row]) for position, row in enumerate(best) if affinity[row, position] > 0}
 
+    # Both slice the k recommended items' rows first: column indexing a 10-row matrix is cheap,
+    # column indexing the whole matrix is not.
     def _content_similarity(self, liked: np.ndarray, items: np.ndarray) -> np.ndarray | None:
         vectors = self.content.item_vectors
         if liked.max() >= vectors.shape[0] or items.max() >= vectors.shape[0]:
             return None
-        return (vectors[liked] @ vectors[items].T).toarray()
+        return (vectors[items] @ vectors[liked].T).toarray().T
 
     def _item_similarity(self, liked: np.ndarray, items: np.ndarray) -> np.ndarray | None:
         similarity = self.item_based.similarity
         if liked.max() >= similarity.shape[0] or items.max() >= similarity.shape[0]:
             return None
-        return similarity[liked][:, items].toarray()
+        return similarity[items][:, liked].toarray().T
