@@ -71,6 +71,11 @@ class Recommendation:
     score: float
     strategy: str
     extra: dict = field(default_factory=dict)
+    _dict: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def as_dict(self) -> dict:
-        return {"item": self.item, "score": round(float(self.score), 4), "strategy": self.strategy, **self.extra}
+        """Built once (callers must not modify it): a cached list is served many times over."""
+        if self._dict is None:
+            self._dict = {"item": self.item, "score": round(float(self.score), 4), "strategy": self.strategy,
+                          **self.extra}
+        return self._dict

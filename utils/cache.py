@@ -115,7 +115,8 @@ def _dump(value: Any) -> str:
 
 def _encode(value: Any) -> str:
     """JSON, never pickle: a shared cache must not run code on load. Lists are ranked Recommendations."""
-    return _dump([dataclasses.asdict(r) for r in value] if isinstance(value, list) else value)
+    return _dump([{f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.init} for r in value]
+                 if isinstance(value, list) else value)
 
 
 def _decode(raw: str | None) -> Any | None:

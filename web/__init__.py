@@ -9,17 +9,21 @@ from web import catalog, demo, interactions, recommendations, socket_events, sys
 from web.context import SERVICE_KEY, SETTINGS_KEY, get_service
 from web.errors import register_error_handlers
 from web.extensions import socketio
+from web.json_provider import OrjsonProvider
 from web.request_timing import RequestTimer
 
 __all__ = ["create_app", "get_service"]
 
 
+class RecommendationApp(Flask):
+    json_provider_class = OrjsonProvider
+
+
 def create_app(settings: Settings | None = None, service: RecommendationService | None = None) -> Flask:
     """Build the app around `service`, or one created from `settings`; the caller owns its lifetime."""
     settings = settings or load_settings()
-    app = Flask(__name__)
+    app = RecommendationApp(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # keep the contract's field order
     app.extensions[SETTINGS_KEY] = settings
     app.extensions[SERVICE_KEY] = service if service is not None else RecommendationService.create(settings)
     RequestTimer().init_app(app)
