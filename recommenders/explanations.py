@@ -1,9 +1,9 @@
 """Why an item is recommended, in a few words: "because you liked iphone", "popular in kitchen",
 "bought together with coffee_maker".
 
-The anchor of a personal recommendation is the user's liked item closest to it (content
-similarity plus item-to-item similarity, times how much the user liked it), found for all k items
-in one sparse product.
+The anchor of a personal recommendation is the user's liked item closest to it, weighted by how
+much the user liked it: by item-to-item similarity (people who liked one liked the other), or, for
+items with no such link, by content similarity. Each is one sparse product over the k items.
 """
 from __future__ import annotations
 
@@ -49,13 +49,20 @@ class Explainer:
             return {}
         strongest = np.argsort(-weights, kind="stable")[:MAX_ANCHORS]
         liked, weights = liked[strongest], weights[strongest]
-        affinity = np.zeros((liked.size, items.size))
-        for matrix in (self._content_similarity(liked, items), self._item_similarity(liked, items)):
-            if matrix is not None:
-                affinity += matrix
-        affinity *= weights[:, None]  # the items the user liked most make the better reason
-        best = affinity.argmax(axis=0)
-        return {position: int(liked[row]) for position, row in enumerate(best) if affinity[row, position] > 0}
+        anchors: dict[int, int] = {}
+        # Co-interaction first (cheap, and the usual reason); text similarity for the items left over.
+        for similarity in (self._item_similarity, self._content_similarity):
+            open_positions = np.array([p for p in range(items.size) if p not in anchors], dtype=np.int64)
+            if open_positions.size == 0:
+                break
+            affinity = similarity(liked, items[open_positions])
+            if affinity is None:
+                continue
+            affinity *= weights[:, None]  # the items the user liked most make the better reason
+            best = affinity.argmax(axis=0)
+            anchors.update({int(position): int(liked[row]) for position, row, column in
+                            zip(open_positions, best, range(open_positions.size)) if affinity[row, column] > 0})
+        return anchors
 
     # Both slice the k recommended items' rows first: column indexing a 10-row matrix is cheap,
     # column indexing the whole matrix is not.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,7 @@ from recommenders.records import EventType, InteractionRecord, ItemRecord
 from recommenders.sparse_state import IdMap, IncrementalMatrix, resized
 
 RECENT_EVENTS_KEPT = 20
+MEMO_ENTRIES = 4096  # derived values kept between two events (a few per recently read user)
 HISTORY_SCORED = 200  # heavy users are scored from their 200 strongest preferences
 TRENDING_HALF_LIFE = 3 * 24 * 3600.0  # a trend halves in three days
 EVENT_TYPES = list(EventType)
@@ -149,7 +150,8 @@ class InteractionData:
         weights = np.where(is_rating, weighting.rating_weight(np.nan_to_num(ratings)), event_weights)
         self.recent = RecentEvents(users, items_, weights, times, types, len(self.users))
         self._preference: sp.csr_matrix | None = None
-        self._memo: dict[str, tuple[tuple[int, int], np.ndarray]] = {}
+        self._memo: dict[tuple[str, int | None], Any] = {}
+        self._memo_version: tuple[int, int] = (-1, -1)
         self.popularity = np.bincount(items_, weights=weights, minlength=len(self.items)).astype(np.float64)
         self.last_event_time = float(times.max()) if len(times) else 0.0
         self.trending = TrendingCounter(items_, weights, times, len(self.items), trending_half_life,
@@ -197,13 +199,16 @@ class InteractionData:
         self.last_event_time = max(self.last_event_time, event.timestamp)
         return user, item
 
-    def memo(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        """A value derived from the state, computed again only after an event or a new item."""
+    def memo(self, name: str, compute: Callable[[], Any], key: int | None = None) -> Any:
+        """A value derived from the state (per user with `key`), computed again only after an event
+        or a new item. One request asks for a user's seen items and preferences several times."""
         version = (self.n_interactions, self.n_items)
-        cached = self._memo.get(name)
-        if cached is None or cached[0] != version:
-            cached = self._memo[name] = (version, compute())
-        return cached[1]
+        if self._memo_version != version or len(self._memo) > MEMO_ENTRIES:
+            self._memo, self._memo_version = {}, version
+        cached = self._memo.get((name, key))
+        if cached is None:
+            cached = self._memo[(name, key)] = compute()
+        return cached
 
     def compact(self) -> None:
         """Fold single-event updates into the snapshots that whole-matrix models read."""
@@ -222,6 +227,9 @@ class InteractionData:
 
     def preference_row(self, user: int) -> tuple[np.ndarray, np.ndarray]:
         """(items, preference weights > 0) of one user, up to the latest event."""
+        return self.memo("preference_row", lambda: self._preference_row(user), key=user)
+
+    def _preference_row(self, user: int) -> tuple[np.ndarray, np.ndarray]:
         event_items, event_values = self.events.row(user)
         rating_items, rating_values = self.ratings.row(user)
         items = np.concatenate([event_items, rating_items])
@@ -243,7 +251,8 @@ class InteractionData:
         """Every item the user interacted with, liked or not: never recommended back."""
         if user is None:
             return np.empty(0, np.int64)
-        return np.union1d(self.events.row(user)[0], self.ratings.row(user)[0])
+        return self.memo("seen_items", lambda: np.union1d(self.events.row(user)[0], self.ratings.row(user)[0]),
+                         key=user)
 
     def preference_matrix(self) -> sp.csr_matrix:
         """All users' preferences as of the last compaction (what whole-matrix models fit on)."""
