@@ -153,9 +153,11 @@ def serve(host: str | None = None, port: int | None = None) -> int:
 
     from web import create_app, get_service
     from web.background import start_background_work
+    from web.observability import configure_logging
     from web.server import run_server
 
     settings = _settings(host, port)
+    configure_logging(settings)
     app = create_app(settings)
     scheduler = start_background_work(app)
     try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
+import scipy.sparse as sp
+from sklearn.preprocessing import normalize
 
 from recommenders.interaction_data import InteractionData
 
@@ -34,6 +36,11 @@ class Recommender(ABC):
         """Top-k unseen (items, scores) for one user; the array-in/array-out path used in evaluation."""
         scores = self.score(data, user)
         return top_k(scores, k, exclude=data.seen_items(user))
+
+
+def l2_rows(matrix: sp.spmatrix) -> sp.csr_matrix:
+    """Rows scaled to unit length (all-zero rows stay zero); an empty matrix comes back as it is."""
+    return normalize(matrix).tocsr() if matrix.shape[0] and matrix.shape[1] else sp.csr_matrix(matrix)
 
 
 def padded(scores: np.ndarray, n: int) -> np.ndarray:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.preprocessing import normalize
 
-from recommenders.base import Recommender, candidate_mask, normalise, padded
+from recommenders.base import Recommender, candidate_mask, l2_rows, normalise, padded
 from recommenders.ease import EaseRecommender
 from recommenders.matrix_factorization import ALSRecommender
 from recommenders.interaction_data import HISTORY_SCORED, InteractionData
@@ -29,7 +28,7 @@ class UserBasedRecommender(Recommender):
         self._rating_means = np.zeros(0)
 
     def fit(self, data: InteractionData) -> "UserBasedRecommender":
-        self._users = normalize(data.preference_matrix()).tocsr()
+        self._users = l2_rows(data.preference_matrix())
         self._by_item = self._users.T.tocsr()
         self._ratings = data.ratings.snapshot.tocsr()
         counts = np.diff(self._ratings.indptr)
@@ -102,7 +101,7 @@ class ItemBasedRecommender(Recommender):
         # log-damped: forty repeat purchases of one item must not outweigh the rest of a basket
         preference = data.preference_matrix().copy()
         preference.data = np.log1p(preference.data)
-        by_item = normalize(preference.T.tocsr())
+        by_item = l2_rows(preference.T.tocsr())
         similarity = (by_item @ by_item.T).tocsr()
         similarity.setdiag(0.0)
         similarity.eliminate_zeros()

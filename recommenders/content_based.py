@@ -30,15 +30,27 @@ class ContentRecommender(Recommender):
 
     def fit(self, data: InteractionData) -> "ContentRecommender":
         records = data.item_records
+        if not records:  # an empty catalog: nothing to learn until the first item arrives
+            self.item_vectors = sp.csr_matrix((0, 0))
+            return self
         self._has_text = any(item.text().strip() for item in records)
         if self._has_text:
-            self.text_vectorizer.fit(item.text() for item in records)
+            try:
+                self.text_vectorizer.fit(item.text() for item in records)
+            except ValueError:  # only stop words or one-letter tokens: no usable text
+                self._has_text = False
         self.field_encoder.fit(_fields(records))
         self.item_vectors = self._vectors(records)
         return self
 
-    def add_item(self, item: ItemRecord, index: int) -> None:
-        """Vectorise a new or edited item with the fitted vocabulary, so it is recommendable at once."""
+    def add_item(self, data: InteractionData, item: ItemRecord, index: int) -> None:
+        """Vectorise a new or edited item with the fitted vocabulary, so it is recommendable at once.
+
+        A shop that started empty has no vocabulary yet: the first item fits one on the catalog.
+        """
+        if self.item_vectors.shape[0] == 0:
+            self.fit(data)
+            return
         row = self._vectors([item])
         if index < self.item_vectors.shape[0]:
             vectors = self.item_vectors.tolil()

@@ -97,10 +97,27 @@ class Engine:
                 self._applied_seqs.add(event.seq)
             return True
 
+    def forget_user(self, user_id: str) -> bool:
+        """Erase a deleted user's own state now, so their next answers are a newcomer's (popular items).
+
+        Their rows, recent events and ALS vector go at once. Other users' user-based neighbours
+        lose them at the next compaction (every 30 s). What their events taught the shared models
+        (co-occurrence counts, popularity and trending, EASE, item-to-item, ALS item factors) goes
+        at the next retrain, which fits on the log without them; so do SVD's fitted terms for the
+        user, which show (as predicted ratings) only if the same id comes back before then.
+        Returns whether the engine knew the user.
+        """
+        with self._lock:
+            user = self.data.forget_user(user_id)
+            if user is None:
+                return False
+            self.collaborative.als.fold_in(self.data, user)  # solved again from the now empty row: zeros
+            return True
+
     def add_item(self, item: ItemRecord) -> None:
         with self._lock:
             index, _ = self.data.add_item(item)
-            self.content.add_item(item, index)
+            self.content.add_item(self.data, item, index)
 
     def add_user(self, user_id: str) -> None:
         with self._lock:

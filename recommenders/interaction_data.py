@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recommenders.records import EventType, InteractionRecord, ItemRecord
-from recommenders.sparse_state import IdMap, IncrementalMatrix, resized
+from recommenders.sparse_state import Combine, IdMap, IncrementalMatrix, resized
 
 RECENT_EVENTS_KEPT = 20
 MEMO_ENTRIES = 4096  # derived values kept between two events (a few per recently read user)
@@ -81,6 +81,14 @@ class RecentEvents:
             rows = np.vstack([rows, np.array(new, dtype=np.float64)])
         rows = rows[-n:]
         return Recent(rows[:, 0].astype(np.int64), rows[:, 1], rows[:, 2], rows[:, 3].astype(np.int64))
+
+    def forget(self, user: int) -> None:
+        """Drop every event of the user (a deleted user): copies the build-time arrays once."""
+        self._new.pop(user, None)
+        if user + 1 < len(self._indptr):
+            start, end = self._indptr[user], self._indptr[user + 1]
+            self._columns = np.delete(self._columns, np.s_[start:end], axis=0)
+            self._indptr[user + 1:] -= end - start
 
 
 @dataclass(frozen=True)
@@ -198,6 +206,22 @@ class InteractionData:
         self.last_seq = max(self.last_seq, event.seq)
         self.last_event_time = max(self.last_event_time, event.timestamp)
         return user, item
+
+    def forget_user(self, user_id: str) -> int | None:
+        """Empty the user's rows and recent events; their index, or None for an unknown user.
+
+        The id keeps its index, so the user is now like a newcomer with no history. Totals their
+        events added to (popularity, trending, n_interactions) keep them until the next rebuild.
+        """
+        user = self.users.get(user_id)
+        if user is None:
+            return None
+        self.events = _without_row(self.events, user, "add")
+        self.ratings = _without_row(self.ratings, user, "replace")
+        self.recent.forget(user)
+        self._preference = None
+        self._memo, self._memo_version = {}, (-1, -1)  # n_interactions did not change: reset by hand
+        return user
 
     def memo(self, name: str, compute: Callable[[], Any], key: int | None = None) -> Any:
         """A value derived from the state (per user with `key`), computed again only after an event
@@ -328,6 +352,18 @@ class EventColumns:
         columns = list(zip(*rows)) if rows else [()] * 6
         dtypes = (object, object, object, np.float64, np.float64, np.int64)
         return cls(*(np.array(column, dtype) for column, dtype in zip(columns, dtypes)))
+
+
+def _without_row(matrix: IncrementalMatrix, row: int, combine: Combine) -> IncrementalMatrix:
+    """A compacted copy of `matrix` with one row emptied; models fitted on the old snapshot keep it."""
+    matrix.compact()
+    snapshot = matrix.snapshot
+    start, end = snapshot.indptr[row], snapshot.indptr[row + 1]
+    indptr = snapshot.indptr.copy()
+    indptr[row + 1:] -= end - start
+    emptied = sp.csr_matrix((np.delete(snapshot.data, np.s_[start:end]), np.delete(snapshot.indices, np.s_[start:end]),
+                             indptr), shape=snapshot.shape)
+    return IncrementalMatrix(emptied, combine)
 
 
 def _indexed(columns: EventColumns, users: IdMap, items: IdMap) -> tuple[np.ndarray, ...]:

@@ -45,9 +45,11 @@ class Notifier(Protocol):
 
 
 class EventPublisher(Protocol):
-    """Tells the other server processes about a stored event (see service.event_bus)."""
+    """Tells the other server processes about a stored event or a deleted user (see service.event_bus)."""
 
     def publish(self, event: InteractionRecord) -> None: ...
+
+    def publish_forget_user(self, user_id: str) -> None: ...
 
 
 class RecommendationService:
@@ -59,9 +61,11 @@ class RecommendationService:
         self.notifier: Notifier | None = None
         self.publisher: EventPublisher | None = None
         self.started_at = time.time()
-        # Held while an event is applied and while a retrained engine takes over, so no event is
-        # applied to the old engine after the new one read the log.
+        # Held while an event is applied, a user forgotten and a retrained engine takes over, so no
+        # event or deletion reaches the old engine after the new one read the log.
         self._swap_lock = threading.Lock()
+        # Users deleted since the running retrain began to read the log: its fit may hold them.
+        self._deleted_during_fit: set[str] = set()
 
     @classmethod
     def create(cls, settings: Settings) -> "RecommendationService":
@@ -157,6 +161,24 @@ class RecommendationService:
         self.engine.add_user(user_id)
         return created
 
+    def delete_user(self, user_id: str) -> None:
+        """Erase the user (a privacy request): profile and events from the store, their cached answers,
+        their own model state in every process now (Engine.forget_user), and what they taught the
+        shared models at the next retrain, which reads the log without them. NotFoundError if unknown.
+        """
+        if not self.store.delete_user(user_id):
+            raise NotFoundError("user", user_id)
+        self.forget_deleted_user(user_id)
+        if self.publisher is not None:
+            self.publisher.publish_forget_user(user_id)
+
+    def forget_deleted_user(self, user_id: str) -> None:
+        """Forget a user deleted from the store by this process or (through the event bus) another one."""
+        with self._swap_lock:
+            self.engine.forget_user(user_id)
+            self._deleted_during_fit.add(user_id)
+        self.cache.invalidate_user(user_id)
+
     def user_profile(self, user_id: str) -> dict:
         cached = self.cache.get("profiles", user_id)
         if cached is not None:
@@ -179,11 +201,17 @@ class RecommendationService:
 
         `run_fit` runs the expensive part; the server passes one that uses a native thread so the
         event loop keeps serving. Events stored while it fits are replayed into the new engine
-        under the swap lock, so none is lost and none is applied twice.
+        under the swap lock, so none is lost and none is applied twice. Users deleted meanwhile are
+        forgotten first, as the fit may have read their events before the deletion (a user who also
+        came back during the fit loses their new events from the model until the next retrain).
         """
+        with self._swap_lock:
+            self._deleted_during_fit.clear()
         through = self.store.last_seq()
         fresh = run_fit(lambda: build_engine(self.store, self.settings, through_seq=through, replay=False))
         with self._swap_lock:
+            for user_id in self._deleted_during_fit:
+                fresh.forget_user(user_id)
             replayed = sum(fresh.observe(event) for event in self.store.iter_interactions(after_seq=through))
             self.engine = fresh
         self.store.record_checkpoint(through, fresh.fit_seconds)
@@ -207,7 +235,9 @@ class RecommendationService:
     def health(self) -> dict:
         store_ok = self.store.ping()
         return {"status": "ok" if store_ok else "degraded", "store": "ok" if store_ok else "unreachable",
-                "model": {key: value for key, value in self.engine.stats().items() if key in ("users", "items", "interactions")},
+                "model": {"loaded": True, "version": self.engine.fitted_through_seq,
+                          **{key: value for key, value in self.engine.stats().items()
+                             if key in ("users", "items", "interactions")}},
                 "uptime_seconds": round(time.time() - self.started_at, 1)}
 
     def stats(self) -> dict:

@@ -158,3 +158,12 @@ def test_redis_layout_is_json_hashes_with_the_kind_ttl(namespace):
 def test_make_cache_picks_redis_only_when_a_url_is_set():
     assert type(make_cache(load_settings(redis_url=None))) is RecommendationCache
     assert type(make_cache(load_settings(redis_url=REDIS_URL))) is RedisRecommendationCache
+
+
+def test_hit_counts_match_the_stats_counters(cache):
+    cache.put("similar", "i1", [])
+    cache.get("similar", "i1")
+    cache.get("similar", "nope")
+    counts = cache.hit_counts()
+    assert counts["similar"] == (1, 1)
+    assert {kind: (figures["hits"], figures["misses"]) for kind, figures in cache.stats().items()} == counts

@@ -226,3 +226,14 @@ def test_compacting_a_replaced_row_leaves_no_stale_cells():
     ratings.compact()
     assert ratings.snapshot.nnz == 3 and ratings.snapshot.toarray().tolist() == [[4.0, 5.0, 3.0]]
     assert ratings.row(0)[0].tolist() == [0, 1, 2]
+
+
+def test_an_empty_shop_starts_and_learns_from_its_first_items_and_events():
+    engine = Engine.build([], [], [])
+    assert engine.recommend("u", 3) == []
+    engine.add_item(ItemRecord("a", "Espresso cup", "kitchen", "Acme", "ceramic espresso cup"))
+    engine.add_item(ItemRecord("b", "Espresso saucer", "kitchen", "Acme", "ceramic espresso saucer"))
+    engine.add_item(ItemRecord("c", "Desk lamp", "furniture", "Lumo", "led desk lamp"))
+    engine.observe(event("u", "a", EventType.PURCHASE))
+    assert ids(engine.recommend("u", 1, "content_based")) == ["b"]
+    assert ids(Engine.build([ItemRecord("x", "X"), ItemRecord("y", "Y")], [], []).recommend("v", 2)) == ["x", "y"]

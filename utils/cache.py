@@ -88,6 +88,11 @@ class RecommendationCache:
             for cache in self._caches.values():
                 cache.expire()
 
+    def hit_counts(self) -> dict[str, tuple[int, int]]:
+        """(hits, misses) per kind: what a once-a-second dashboard needs, without sizes."""
+        with self._lock:
+            return {kind: (counter.hits, counter.misses) for kind, counter in self._counters.items()}
+
     def stats(self) -> dict:
         with self._lock:
             result = {}
@@ -167,12 +172,16 @@ class RedisRecommendationCache:
     def expire(self) -> None:
         """Nothing to do: Redis drops expired keys itself. Kept so both caches share one interface."""
 
+    def hit_counts(self) -> dict[str, tuple[int, int]]:
+        """Cluster-wide (hits, misses) per kind in one HGETALL: cheap enough for a live dashboard."""
+        counters = self._redis.hgetall(self._stats_key)
+        return {kind: (int(counters.get(f"{kind}:hits", 0)), int(counters.get(f"{kind}:misses", 0)))
+                for kind in KINDS}
+
     def stats(self) -> dict:
         """Cluster-wide counters; sizes come from SCAN, fine for /stats but never for a request path."""
-        counters = self._redis.hgetall(self._stats_key)
-        return {kind: _kind_stats(int(counters.get(f"{kind}:hits", 0)), int(counters.get(f"{kind}:misses", 0)),
-                                  self._count(f"{kind}:*"), None, self._ttls[kind])
-                for kind in KINDS}
+        return {kind: _kind_stats(hits, misses, self._count(f"{kind}:*"), None, self._ttls[kind])
+                for kind, (hits, misses) in self.hit_counts().items()}
 
     def clear(self) -> None:
         """Delete every key of the namespace, counters included (for tests)."""

@@ -5,11 +5,15 @@ from flask import Flask
 
 from config.settings import Settings, load_settings
 from service import RecommendationService
-from web import catalog, demo, interactions, recommendations, socket_events, system, users
+from web import catalog, demo, interactions, openapi, recommendations, socket_events, system, users
+from web.auth import init_auth
 from web.context import SERVICE_KEY, SETTINGS_KEY, get_service
+from web.dashboard import init_dashboard
 from web.errors import register_error_handlers
 from web.extensions import socketio
 from web.json_provider import OrjsonProvider
+from web.observability import init_observability
+from web.rate_limits import init_rate_limits
 from web.request_timing import RequestTimer
 
 __all__ = ["create_app", "get_service"]
@@ -34,4 +38,9 @@ def create_app(settings: Settings | None = None, service: RecommendationService 
     socketio.init_app(app, async_mode=settings.async_mode, message_queue=settings.redis_url,
                       channel=f"{settings.redis_namespace}:socketio")
     app.extensions[SERVICE_KEY].notifier = socket_events.SocketIONotifier(socketio, subscriptions)
+    init_rate_limits(app)  # before auth: limits also slow down guessing the API key
+    init_auth(app)
+    init_observability(app)  # before the dashboard, which reads its counters
+    init_dashboard(app)
+    app.register_blueprint(openapi.bp)  # its document is built on first request, from every route
     return app

@@ -6,6 +6,8 @@ answering while it works.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import threading
 import time
@@ -30,6 +32,20 @@ def run_off_event_loop(work: Callable):
 
         return gevent.get_hub().threadpool.apply(work)
     return work()
+
+
+def release_freed_memory(result: dict) -> dict:
+    """After a swap the old engine is garbage: collect it and hand its pages back to the OS.
+
+    glibc keeps freed small-object memory in its arenas, so without malloc_trim the process grew by
+    ~2.5 MB per retrain in a soak run; elsewhere than glibc the trim is simply skipped.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    return result
 
 
 class JobRuns:
@@ -72,12 +88,13 @@ def start_background_work(app: Flask) -> APScheduler:
     if settings.redis_url:
         bus = RedisEventBus(settings.redis_url, channel=f"{settings.redis_namespace}:events")
         service.publisher = bus
-        bus.start(service.apply_remote_event)
+        bus.start(service.apply_remote_event, service.forget_deleted_user)
     scheduler = APScheduler()
     scheduler.init_app(app)
     runs = app.extensions[JOBS_KEY] = JobRuns(scheduler)
     jobs = {
-        "retrain": (lambda: service.retrain(run_off_event_loop), settings.retrain_interval_seconds),
+        "retrain": (lambda: release_freed_memory(service.retrain(run_off_event_loop)),
+                    settings.retrain_interval_seconds),
         "compact": (service.compact, settings.compact_interval_seconds),
         "cache_cleanup": (service.expire_cache, settings.cache_cleanup_interval_seconds),
         "trending": (service.rebase_trending, settings.trending_interval_seconds),

@@ -22,7 +22,7 @@ from pydantic import (
 
 from recommenders.records import EventType, ItemRecord
 
-ID_PATTERN = r"^[\w.:@+-]+$"
+ID_PATTERN = r"^[A-Za-z0-9_.:@+-]+$"  # ASCII: ids travel in URL paths
 
 
 def _int_id_to_str(value: Any) -> Any:
@@ -56,14 +56,17 @@ def _at_most_max_count(value: int, info: ValidationInfo) -> int:
 
 Id = Annotated[
     str,
-    BeforeValidator(_int_id_to_str),
     Field(strict=True, min_length=1, max_length=64, pattern=ID_PATTERN),
+    BeforeValidator(_int_id_to_str),
 ]
 Rating = Annotated[float, Field(strict=True, ge=1, le=5, allow_inf_nan=False)]
-Timestamp = Annotated[float, BeforeValidator(_iso_to_unix), Field(strict=True, ge=0, allow_inf_nan=False)]
-Count = Annotated[int, BeforeValidator(_count_or_default), Field(ge=1), AfterValidator(_at_most_max_count)]
-Category = Annotated[str, Field(strict=True, min_length=1, max_length=64)]
-Text = Annotated[str, Field(strict=True, max_length=2000)]
+LATEST_TIMESTAMP = 253402300799.0  # 9999-12-31T23:59:59Z, the last instant a datetime can hold
+Timestamp = Annotated[float, Field(strict=True, ge=0, le=LATEST_TIMESTAMP, allow_inf_nan=False),
+                      BeforeValidator(_iso_to_unix)]
+Count = Annotated[int, Field(ge=1), BeforeValidator(_count_or_default), AfterValidator(_at_most_max_count)]
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the store
+Category = Annotated[str, Field(strict=True, min_length=1, max_length=64, pattern=NO_NUL)]
+Text = Annotated[str, Field(strict=True, max_length=2000, pattern=NO_NUL)]
 BehaviourEvent = Annotated[Literal["view", "add_to_cart", "purchase"], AfterValidator(EventType)]
 Case = Literal["collaborative", "content_based", "hybrid", "behavior_based", "popular"]
 HybridMethod = Literal["adaptive", "switching"]
@@ -133,7 +136,7 @@ class PopularQuery(CountQuery):
 class ItemsQuery(QueryModel):
     category: Category | None = None
     limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=10**9)  # larger overflows the database's integer
 
 
 class ItemPath(QueryModel):
@@ -177,11 +180,12 @@ class EventBody(BodyModel):
 
 class ItemBody(BodyModel):
     item_id: Id
-    name: Annotated[str, Field(strict=True, min_length=1, max_length=200)]
+    name: Annotated[str, Field(strict=True, min_length=1, max_length=200, pattern=NO_NUL)]
     category: Annotated[str, Field(strict=True, max_length=64)] = ""
-    brand: Annotated[str, Field(strict=True, max_length=100)] = ""
+    brand: Annotated[str, Field(strict=True, max_length=100, pattern=NO_NUL)] = ""
     description: Text = ""
-    tags: Annotated[list[Annotated[str, Field(strict=True, min_length=1, max_length=64)]], Field(max_length=50)] = []
+    tags: Annotated[list[Annotated[str, Field(strict=True, min_length=1, max_length=64, pattern=NO_NUL)]],
+                    Field(max_length=50)] = []
     price: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] | None = None
 
     def to_record(self) -> ItemRecord:
@@ -196,3 +200,4 @@ class SubscriptionMessage(BodyModel):
     """`register_user` / `unregister_user` over Socket.IO."""
 
     user_id: Id
+    token: str | None = None  # from POST /auth/token; required to register when an API key is configured

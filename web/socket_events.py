@@ -15,6 +15,7 @@ from flask import current_app, request
 from flask_socketio import SocketIO, emit, join_room, leave_room
 from pydantic import ValidationError
 
+from web.auth import verify_token
 from web.context import get_service, get_settings, recommendations_json
 from web.extensions import socketio
 from web.schemas import SubscriptionMessage
@@ -102,6 +103,10 @@ def on_register_user(data: object) -> dict | None:
     """Join the user's room and answer with their current recommendations."""
     message = _message(data)
     if message is None:
+        return None
+    if get_settings().api_key and not verify_token(message.user_id, message.token):
+        emit("error", {"error": "unauthorized",
+                       "message": f"registering as {message.user_id} needs a valid token from POST /auth/token"})
         return None
     join_room(user_room(message.user_id))
     current_subscriptions().add(request.sid, message.user_id)

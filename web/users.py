@@ -1,4 +1,4 @@
-"""Users: explicit creation (interactions also create users) and the profile view."""
+"""Users: explicit creation (interactions also create users), the profile view, and erasure."""
 from __future__ import annotations
 
 from flask import Blueprint
@@ -21,3 +21,11 @@ def create_user() -> tuple[dict, int]:
 def profile(user_id: str) -> dict:
     path = parse_query(UserPath, user_id=user_id)
     return get_service().user_profile(path.user_id)
+
+
+@bp.delete("/users/<user_id>")
+def delete_user(user_id: str) -> dict:
+    """A privacy erasure: the user's profile, events, cached answers and model state (404 if unknown)."""
+    path = parse_query(UserPath, user_id=user_id)
+    get_service().delete_user(path.user_id)
+    return {"user_id": path.user_id, "status": "deleted"}
