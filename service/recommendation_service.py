@@ -15,7 +15,7 @@ from config import Settings
 from preprocess.demo_catalog import demo_interactions, demo_items, demo_user_ids
 from recommenders.engine import Engine, UnknownKeyError
 from recommenders.hybrid import HybridPolicy
-from recommenders.interaction_data import EventWeighting
+from recommenders.interaction_data import EventColumns, EventWeighting
 from recommenders.records import EventType, InteractionRecord, ItemRecord, Recommendation
 from service.errors import InvalidRequestError, NotFoundError
 from storage import Store, UnknownItemError
@@ -286,7 +286,8 @@ def build_engine(store: Store, settings: Settings, through_seq: int | None = Non
     first_start = through_seq is None and store.latest_checkpoint() is None
     if through_seq is None:
         through_seq = store.last_seq() if first_start else store.latest_checkpoint()
-    engine = Engine.build(store.all_items(), store.all_user_ids(), store.iter_interactions(until_seq=through_seq),
+    engine = Engine.build(store.all_items(), store.all_user_ids(),
+                          EventColumns.from_frame(store.interaction_frame(until_seq=through_seq)),
                           weighting, policy, settings.collaborative.model_dump())
     engine.fitted_through_seq = through_seq
     if first_start:

@@ -12,6 +12,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pandas as pd
 from sqlalchemy import (
     Connection,
     Engine,
@@ -227,19 +228,38 @@ class Store:
     def iter_interactions(
         self, after_seq: int = 0, until_seq: int | None = None, batch_size: int = 50_000
     ) -> Iterator[InteractionRecord]:
-        """The log in seq order (after_seq < seq <= until_seq), one keyset page at a time.
-
-        Each page uses its own short connection, so a slow consumer holds neither a connection
-        nor more than one page of rows.
-        """
-        while True:
-            stmt = select(Interaction).where(Interaction.seq > after_seq)
-            if until_seq is not None:
-                stmt = stmt.where(Interaction.seq <= until_seq)
-            stmt = stmt.order_by(Interaction.seq).limit(batch_size)
-            with self._engine.connect() as conn:
-                rows = conn.execute(stmt).all()
+        """The log in seq order (after_seq < seq <= until_seq), one keyset page at a time."""
+        for rows in self._pages(select(Interaction), after_seq, until_seq, batch_size):
             yield from map(_interaction, rows)
+
+    def interaction_frame(self, after_seq: int = 0, until_seq: int | None = None,
+                          batch_size: int = 10_000) -> pd.DataFrame:
+        """The same rows as columns (user_id, item_id, event_type, rating, timestamp, seq).
+
+        A model rebuild reads the whole log. Small pages of only the needed columns, each turned
+        into arrays before the next is read, keep the transient memory to one page.
+        """
+        wanted = (Interaction.user_id, Interaction.item_id, Interaction.event_type, Interaction.rating,
+                  Interaction.occurred_at, Interaction.seq)
+        frames = []
+        for rows in self._pages(select(*wanted), after_seq, until_seq, batch_size):
+            page = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "rating", "occurred_at", "seq"])
+            page["timestamp"] = [moment.timestamp() for moment in page.pop("occurred_at")]
+            frames.append(page)
+        frame = pd.concat(frames, ignore_index=True)
+        frame["rating"] = frame["rating"].astype(float)
+        return frame
+
+    def _pages(self, stmt: Select, after_seq: int, until_seq: int | None, batch_size: int) -> Iterator[list[Row[Any]]]:
+        """Keyset pages of the log: each on its own short connection, so a slow consumer holds neither
+        a connection nor more than one page of rows. The last page may be empty."""
+        while True:
+            page = stmt.where(Interaction.seq > after_seq)
+            if until_seq is not None:
+                page = page.where(Interaction.seq <= until_seq)
+            with self._engine.connect() as conn:
+                rows = conn.execute(page.order_by(Interaction.seq).limit(batch_size)).all()
+            yield rows
             if len(rows) < batch_size:
                 return
             after_seq = rows[-1].seq

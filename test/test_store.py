@@ -223,3 +223,15 @@ def test_ping_is_false_when_the_database_is_gone(tmp_path):
     shutil.rmtree(path.parent)
     path.mkdir(parents=True)  # a directory where the database file was
     assert store.ping() is False
+
+
+def test_interaction_frame_holds_the_same_log_as_the_records(catalog):
+    stored = [catalog.append_interaction(view(f"u{n % 3}", f"i{1 + n % 3}", timestamp=T0 + n))[0] for n in range(7)]
+    catalog.append_interaction(InteractionRecord("u9", "i2", EventType.RATING, T0 + 9, rating=4.0))
+    frame = catalog.interaction_frame(after_seq=stored[0].seq, batch_size=3)
+    expected = list(catalog.iter_interactions(after_seq=stored[0].seq))
+    assert frame["seq"].tolist() == [r.seq for r in expected]
+    assert frame["user_id"].tolist() == [r.user_id for r in expected]
+    assert frame["timestamp"].tolist() == pytest.approx([r.timestamp for r in expected], abs=1e-6)
+    assert frame["rating"].isna().sum() == 6 and frame["rating"].iloc[-1] == 4.0
+    assert len(catalog.interaction_frame(after_seq=expected[-1].seq)) == 0
