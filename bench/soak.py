@@ -143,6 +143,7 @@ def sample_memory(pid: int, started: float, stop: threading.Event, samples: list
 
 def run(url: str, pid: int, seconds: float, workers: int, subscriber_count: int, warmup: float,
         seed: int) -> dict[str, Any]:
+    """Connect the subscribers, run the load with the memory sampler beside it, and count what went wrong."""
     rng = random.Random(seed)
     setup = KeepAliveClient(url)
     try:
