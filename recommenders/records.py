@@ -57,6 +57,29 @@ class InteractionRecord:
     event_id: str | None = None
 
 
+class LogKind(str, Enum):
+    """What a log entry changes: an event, a catalog item (added or edited), or a deleted user."""
+
+    EVENT = "event"
+    ITEM = "item"
+    FORGET_USER = "forget_user"
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One entry of the durable log, in `seq` order: what every server process applies, once each.
+
+    EVENT entries carry the stored `event`; ITEM entries the item's current record; FORGET_USER
+    entries the deleted user's id.
+    """
+
+    seq: int
+    kind: LogKind
+    event: InteractionRecord | None = None
+    item: ItemRecord | None = None
+    user_id: str | None = None
+
+
 @dataclass(frozen=True)
 class UserRecord:
     user_id: str
