@@ -4,6 +4,7 @@
     python main.py shell [--url URL]             interactive shell against a running server
     python main.py load --format F PATH [--items ITEMS_CSV]
                                                  load a data set (preprocess/loaders) into the store
+    python main.py train                         fit on the log, write a model artifact to MODEL_DIR, exit
     python main.py evaluate --dataset F --data-dir PATH [--items CSV] [--json OUT] [--out-dir DIR]
                             [--models a,b] [--max-users N]
                                                  offline evaluation against reference models (models/)
@@ -159,7 +160,7 @@ def serve(host: str | None = None, port: int | None = None) -> int:
     settings = _settings(host, port)
     configure_logging(settings)
     app = create_app(settings)
-    scheduler = start_background_work(app)
+    scheduler, follower = start_background_work(app)
     try:
         run_server(app, settings.host, settings.port)
     except OSError as error:  # typically the port is taken or the address is not local
@@ -167,6 +168,7 @@ def serve(host: str | None = None, port: int | None = None) -> int:
         return 1
     finally:
         scheduler.shutdown(wait=False)
+        follower.stop()
         with app.app_context():
             get_service().close()  # create_app leaves the service's lifetime (its database) to us
     return 0
@@ -243,6 +245,43 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fit on the whole log, write a model artifact to MODEL_DIR, print a summary, exit."""
+    import json
+    import resource
+
+    from tqdm import tqdm
+
+    from recommenders.registry import registrations
+    from service import train
+    from storage import Store
+
+    settings = _settings()
+    store = Store(settings.database_url)
+    started = time.perf_counter()
+    interactive = sys.stderr.isatty()
+    try:
+        with tqdm(total=len(registrations()), desc="reading the log", unit="model", disable=not interactive) as bar:
+            def fitted(name: str) -> None:
+                bar.set_description(f"fitted {name}")
+                bar.update()
+            artifact = train(store, settings, on_component=fitted)
+    finally:
+        store.close()
+    manifest = artifact.manifest
+    summary = {"artifact": str(artifact.path), "version": artifact.version,
+               "fitted_through_seq": artifact.fitted_through_seq, **manifest["counts"],
+               "fit_seconds": manifest["fit_seconds"], "seconds": round(time.perf_counter() - started, 2),
+               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if interactive:
+        print(f"Wrote {summary['artifact']}: {summary['users']:,} users, {summary['items']:,} items, "
+              f"{summary['interactions']:,} events through seq {summary['fitted_through_seq']:,}; "
+              f"fit {summary['fit_seconds']} s, total {summary['seconds']} s, peak RSS {summary['peak_rss_mib']} MiB")
+    else:
+        print(json.dumps(summary))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Offline evaluation: print the table, write report.md + chart (and --json); see models/evaluate.py."""
     from models.evaluate import run_evaluation
@@ -260,6 +299,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "shell": cmd_shell,
     "load": cmd_load,
+    "train": cmd_train,
     "evaluate": cmd_evaluate,
 }
 
@@ -286,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     load_parser.add_argument("path", type=Path, help="the data set's folder or file")
     load_parser.add_argument("--items", type=Path, metavar="ITEMS_CSV",
                              help="csv format only: the catalog, item_id,name,category,description")
+
+    commands.add_parser("train", help="fit on the whole log and write a model artifact to $MODEL_DIR (then exit)")
 
     evaluate_parser = commands.add_parser("evaluate", help="offline evaluation of every recommender and the references")
     evaluate_parser.add_argument("--dataset", required=True, choices=FORMATS, help="the data set's format")

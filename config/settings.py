@@ -5,10 +5,12 @@ SQLite under instance/, an in-process cache, bound to 127.0.0.1:5000.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'instance' / 'recommendations.db'}"
@@ -40,14 +42,7 @@ class HybridWeights(BaseSettings):
     collaborative_heavy: float = 0.7
 
 
-class CollaborativeWeights(BaseSettings):
-    """Blend of the collaborative parts; `python main.py evaluate --tune` suggests values for a catalog."""
-
-    model_config = SettingsConfigDict(env_prefix="COLLABORATIVE_WEIGHT_")
-
-    user_based: float = 0.4
-    ease: float = 0.4
-    als: float = 0.2
+COLLABORATIVE_WEIGHT_PREFIX = "COLLABORATIVE_WEIGHT_"
 
 
 class EventWeights(BaseSettings):
@@ -75,7 +70,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     ttl: CacheTTLs = Field(default_factory=CacheTTLs)
     hybrid: HybridWeights = Field(default_factory=HybridWeights)
-    collaborative: CollaborativeWeights = Field(default_factory=CollaborativeWeights)
+    # Overrides of the collaborative blend's registered default weights, from COLLABORATIVE_WEIGHT_<NAME>
+    # (`python main.py evaluate --tune` suggests values for a catalog); names come from the registry.
+    collaborative_weights: dict[str, float] = Field(default_factory=lambda: {
+        name[len(COLLABORATIVE_WEIGHT_PREFIX):].lower(): float(value) for name, value in os.environ.items()
+        if name.upper().startswith(COLLABORATIVE_WEIGHT_PREFIX)})
     event_weights: EventWeights = Field(default_factory=EventWeights)
     cache_max_entries: int = 10_000  # per cache kind
     api_key: str | None = None  # set: write and admin routes need the X-API-Key header (demo default: open)
@@ -86,10 +85,25 @@ class Settings(BaseSettings):
     rate_limit: str = ""
     log_json: bool = True  # one JSON object per log line, with the request id
     async_mode: str = "gevent"  # Flask-SocketIO's mode; chosen by measurement (bench/README.md)
-    retrain_interval_seconds: int = 600  # full refit off the request path, swapped in atomically
+    # Trained models: written by `python main.py train` (or this process's retrain job), read by servers.
+    model_dir: Path | None = None  # default: models/ beside the SQLite file, instance/models for other stores
+    model_keep: int = 3  # artifacts kept in model_dir
+    model_check_seconds: float = 5.0  # how often a server looks for a newer artifact
+    log_poll_seconds: float = 0.05  # SQLite has no notifications: how often a server reads the log's end
+    retrain_interval_seconds: int = 600  # train in this process and swap the new model in; 0 = never
     compact_interval_seconds: int = 30  # fold single-event updates into the snapshots
     cache_cleanup_interval_seconds: int = 60
     trending_interval_seconds: int = 300
+
+
+    @property
+    def model_path(self) -> Path:
+        if self.model_dir is not None:
+            return self.model_dir
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return Path(url.database).resolve().parent / "models"
+        return PROJECT_ROOT / "instance" / "models"
 
 
 def load_settings(**overrides) -> Settings:

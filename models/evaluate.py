@@ -21,47 +21,62 @@ from models.metrics import ranking_metrics, rating_errors
 from models.tuning import tune_collaborative
 from models.references import REFERENCES, Reference
 from models.split import FOLD_IN_FRACTION, POSITIVE_RATING, SEED, TEST_FRACTION, Pairs, holdout, pair_keys
-from recommenders.base import Recommender
-from recommenders.collaborative import CollaborativeRecommender, ItemBasedRecommender, UserBasedRecommender
-from recommenders.content_based import ContentRecommender
-from recommenders.ease import EaseRecommender
-from recommenders.matrix_factorization import ALSRecommender
+from recommenders import registry
 from recommenders.engine import Engine
-from recommenders.event_based import EventBasedRecommender
-from recommenders.hybrid import HybridRecommender
+from recommenders.hybrid import METHODS, HybridRecommender
 from recommenders.interaction_data import EventColumns, EventWeighting, InteractionData
-from recommenders.popular import PopularityRecommender
 from recommenders.records import EventType, InteractionRecord, ItemRecord
 
 K = 10
 BATCH_USERS = 256
 
 
-def _served_hybrid(data: InteractionData, method: str) -> HybridRecommender:
-    """The hybrid exactly as the engine wires its components, blending by `method`."""
-    served = Engine(data).hybrid
-    return HybridRecommender(served.components, served.policy, method)
+class EngineBlend:
+    """A blend the engine wires (the collaborative blend, the hybrid by `method`), fitted through a
+    fresh engine on the training state, so it is measured exactly as it serves."""
+
+    def __init__(self, pick: Callable[[Engine], object]) -> None:
+        self.pick = pick
+        self.method = getattr(pick, "method", None)
+
+    def fit(self, data: InteractionData) -> "EngineBlend":
+        components = {name: entry.factory() for name, entry in registry.registrations().items()}
+        engine = Engine(data, components)
+        engine.fit()
+        self.model = self.pick(engine)
+        return self
+
+    def recommend(self, data: InteractionData, users: np.ndarray, k: int) -> np.ndarray:
+        return self.model.recommend(data, users, k)
 
 
-# Our recommenders, each built fresh (unfitted) on the training state.
-OURS: dict[str, Callable[[InteractionData], Recommender]] = {
-    "user_based": lambda data: UserBasedRecommender(),
-    "item_based": lambda data: ItemBasedRecommender(),
-    "collaborative": lambda data: CollaborativeRecommender(),
-    "ease_engine": lambda data: EaseRecommender(),  # ours: the engine component (live rows)
-    "als_engine": lambda data: ALSRecommender(),  # ours: log-damped confidences, fold-in per event
-    "content": lambda data: ContentRecommender(),
-    "behavior": lambda data: EventBasedRecommender(),
-    "popular": lambda data: PopularityRecommender(),
-    **{f"hybrid_{method}": (lambda data, method=method: _served_hybrid(data, method))
-       for method in ("weighted", "adaptive", "switching")},
-}
-MODELS = (*OURS, *REFERENCES)
+def _hybrid(method: str) -> Callable[[Engine], HybridRecommender]:
+    def pick(engine: Engine) -> HybridRecommender:
+        return HybridRecommender(engine.hybrid.components, engine.hybrid.policy, method)
+    pick.method = method  # type: ignore[attr-defined]
+    return pick
+
+
+def ours() -> dict[str, Callable[[], object]]:
+    """Our models, each made fresh (unfitted): every registered component (named `<name>_engine` where
+    a reference has the same name), the collaborative blend, and the hybrid by each method."""
+    models: dict[str, Callable[[], object]] = {
+        (f"{name}_engine" if name in REFERENCES else name): entry.factory
+        for name, entry in registry.registrations().items()}
+    models["collaborative"] = lambda: EngineBlend(lambda engine: engine.collaborative)
+    for method in METHODS:
+        models[f"hybrid_{method}"] = lambda method=method: EngineBlend(_hybrid(method))
+    return models
+
+
+def model_names() -> tuple[str, ...]:
+    return (*ours(), *REFERENCES)
+
 
 # The engine's models whose fold-in is checked: the served hybrid, and ALS, which re-solves a user's
 # factors after each event.
-FOLD_IN_MODELS: dict[str, Callable[[Engine], Recommender]] = {"hybrid": lambda engine: engine.hybrid,
-                                                             "als": lambda engine: engine.collaborative.als}
+FOLD_IN_MODELS: dict[str, Callable[[Engine], object]] = {"hybrid": lambda engine: engine.hybrid,
+                                                        "als": lambda engine: engine.components["als"]}
 
 
 @dataclass
@@ -110,13 +125,9 @@ def index_dataset(items: Sequence[ItemRecord], interactions: pd.DataFrame) -> In
     return IndexedData(catalog, np.asarray(user_ids, dtype=object), events)
 
 
-def rank_users(model: Recommender, data: InteractionData, users: np.ndarray, k: int) -> np.ndarray:
-    """Our recommender's public `recommend` for each user (one score vector per user), as a users x k matrix."""
-    ranked = np.full((len(users), k), -1, dtype=np.int64)
-    for row, user in enumerate(users.tolist()):
-        items, _ = model.recommend(data, user, k)
-        ranked[row, :len(items)] = items
-    return ranked
+def rank_users(model, data: InteractionData, users: np.ndarray, k: int) -> np.ndarray:
+    """Our model's public batched `recommend`: a users x k matrix of item indices, -1 padded."""
+    return model.recommend(data, users, k)
 
 
 class OurModel:
@@ -128,7 +139,7 @@ class OurModel:
     def __init__(self, name: str, data: InteractionData) -> None:
         self.name = name
         self.data = data
-        self.model = OURS[name](data)
+        self.model = ours()[name]()
 
     @property
     def predicts_ratings(self) -> bool:
@@ -230,12 +241,14 @@ def fold_in_check(index: IndexedData, train_events: pd.DataFrame, test: Pairs, u
             "observe_seconds": observe_seconds, "models": models}
 
 
-def evaluate(dataset: str, items: Sequence[ItemRecord], interactions: pd.DataFrame, models: Sequence[str] = MODELS,
-             max_users: int | None = None, progress: bool = True, tune: bool = False) -> dict:
+def evaluate(dataset: str, items: Sequence[ItemRecord], interactions: pd.DataFrame,
+             models: Sequence[str] | None = None, max_users: int | None = None, progress: bool = True,
+             tune: bool = False) -> dict:
     """The whole run on one loaded data set; returns the JSON document (see `report.write_json`)."""
-    unknown = sorted(set(models) - set(MODELS))
+    models = models or model_names()
+    unknown = sorted(set(models) - set(model_names()))
     if unknown:
-        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(model_names())}")
     started = time.perf_counter()
     index = index_dataset(items, interactions)
     train, test = Pairs.from_events(index.events, index.n_users, index.n_items).holdout(TEST_FRACTION, SEED)
@@ -251,7 +264,7 @@ def evaluate(dataset: str, items: Sequence[ItemRecord], interactions: pd.DataFra
 
     results, settings, notes = {}, {}, []
     for name in tqdm(models, desc="models", unit="model", disable=not progress):
-        model = OurModel(name, data) if name in OURS else REFERENCES[name]()
+        model = REFERENCES[name]() if name in REFERENCES else OurModel(name, data)
         if model.requires_ratings and not train.has_ratings:
             notes.append(f"{name} skipped: the data set has no explicit ratings")
             continue
@@ -292,7 +305,7 @@ def run_evaluation(dataset: str, data_dir: Path, items_path: Path | None = None,
     from preprocess.loaders import load_dataset
 
     loaded = load_dataset(dataset, Path(data_dir), None if items_path is None else Path(items_path), progress=progress)
-    evaluation = evaluate(dataset, loaded.items, loaded.interactions, models or MODELS, max_users, progress=progress,
+    evaluation = evaluate(dataset, loaded.items, loaded.interactions, models, max_users, progress=progress,
                           tune=tune)
     evaluation["notes"] = [*loaded.notes, *evaluation["notes"]]
     print(format_table(evaluation))

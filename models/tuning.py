@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from models.metrics import ranking_metrics
 from models.split import SEED, Pairs, pair_keys
-from recommenders.collaborative import CollaborativeRecommender
+from recommenders import registry
+from recommenders.collaborative import CollaborativeBlend
 from recommenders.interaction_data import EventWeighting, InteractionData
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ VALIDATION_FRACTION = 0.2
 GRID_STEP = 0.1
 MAX_VALIDATION_USERS = 1000
 K = 10
+BATCH_USERS = 256
 
 
 def simplex_grid(parts: list[str], step: float = GRID_STEP) -> list[dict[str, float]]:
@@ -40,7 +42,8 @@ def tune_collaborative(index: "IndexedData", train_events: pd.DataFrame, train: 
     fit_pairs, validation = train.holdout(VALIDATION_FRACTION, SEED + 1)
     keep = np.isin(pair_keys(train_events, index.n_items), pair_keys(fit_pairs.frame, index.n_items))
     data = InteractionData(index.items, index.user_ids.tolist(), index.columns(train_events[keep]), EventWeighting())
-    model = CollaborativeRecommender({part: 1.0 for part in ("user_based", "ease", "als")}).fit(data)
+    parts = {name: registry.registrations()[name].factory().fit(data) for name in registry.collaborative_weights()}
+    model = CollaborativeBlend(parts, {part: 1.0 for part in parts})
 
     users = np.unique(validation.frame["user"].to_numpy())
     users = users[np.diff(validation.positives.indptr)[users] > 0]
@@ -49,10 +52,13 @@ def tune_collaborative(index: "IndexedData", train_events: pd.DataFrame, train: 
     parts = list(model.parts)
     scores = {part: np.empty((len(users), data.n_items), np.float32) for part in parts}
     seen = np.zeros((len(users), data.n_items), bool)
-    for row, user in enumerate(tqdm(users, desc="  tuning: scoring", unit="user", disable=not progress)):
-        for part, values in model.part_scores(data, int(user)).items():
-            scores[part][row] = values
-        seen[row, data.seen_items(int(user))] = True
+    with tqdm(total=len(users), desc="  tuning: scoring", unit="user", disable=not progress) as bar:
+        for start in range(0, len(users), BATCH_USERS):
+            batch = users[start:start + BATCH_USERS]
+            for part, values in model.part_scores(data, batch).items():
+                scores[part][start:start + len(batch)] = values
+            seen[start:start + len(batch)] = data.preference_rows(batch, seen=True).toarray() > 0
+            bar.update(len(batch))
 
     results = []
     for weights in simplex_grid(parts):

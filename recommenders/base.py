@@ -1,18 +1,29 @@
-"""The small interface every recommender shares, and the vectorised helpers they use.
+"""The one contract every recommender component keeps, and the vectorised helpers they share.
 
-A recommender turns the model state into one score per item (`score`), array in, array out.
-Ranking, masking of seen items and blending live outside it, so every recommender can be
-used alone, inside the hybrid, or side by side in offline evaluation.
+In the spirit of `implicit` and scikit-learn: `fit` learns what is expensive from the model state,
+`score` turns a batch of users into one row of item scores each (array in, array out),
+`partial_fit_users` / `partial_fit_items` fold users and items in after the log changed them,
+`forget_users` erases deleted users, and `save` / `load` write and read what `fit` learned as
+plain arrays (recommenders/persistence.py). Ranking, masking of seen items and blending live
+outside the components, so each one can be used alone, inside a blend, or in offline evaluation.
+`test/test_recommender_contract.py` checks every registered component against this contract.
 """
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.preprocessing import normalize
 
 from recommenders.interaction_data import InteractionData
+from recommenders.persistence import Value, load_arrays, save_arrays
+
+R = TypeVar("R", bound="Recommender")
+PARAMS_FILE, STATE_FILE = "params.json", "state.npz"
 
 
 class Recommender(ABC):
@@ -20,22 +31,52 @@ class Recommender(ABC):
 
     name: str = "base"
 
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments (JSON values) that `load` passes to build the same component."""
+        return {}
+
     @abstractmethod
-    def fit(self, data: InteractionData) -> "Recommender":
+    def fit(self: R, data: InteractionData) -> R:
         """Learn what is expensive to learn (similarities, vectors) from the current state."""
 
     @abstractmethod
-    def score(self, data: InteractionData, user: int) -> np.ndarray:
-        """One non-negative score per item (length data.n_items); higher is better, 0 = no signal."""
+    def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
+        """(len(users), data.n_items) non-negative scores from each user's live state; 0 = no signal."""
 
-    def similar_items(self, data: InteractionData, item: int) -> np.ndarray:
-        """One similarity per item to `item`; recommenders without an item notion return zeros."""
-        return np.zeros(data.n_items)
+    def similar_items(self, data: InteractionData, items: np.ndarray) -> np.ndarray:
+        """(len(items), data.n_items) similarities; components without an item notion return zeros."""
+        return np.zeros((len(items), data.n_items))
 
-    def recommend(self, data: InteractionData, user: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k unseen (items, scores) for one user; the array-in/array-out path used in evaluation."""
-        scores = self.score(data, user)
-        return top_k(scores, k, exclude=data.seen_items(user))
+    def partial_fit_users(self, data: InteractionData, users: np.ndarray) -> None:
+        """Fold in users whose rows the log just changed. Default: nothing, the scores read live rows."""
+
+    def partial_fit_items(self, data: InteractionData, items: np.ndarray) -> None:
+        """Fold in items added to or edited in the catalog since the fit. Default: nothing to learn."""
+
+    def forget_users(self, data: InteractionData, users: np.ndarray) -> None:
+        """Erase what the component holds of deleted users, after `data` forgot their rows."""
+
+    def state(self) -> dict[str, Value]:
+        """What `fit` learned, as named arrays; empty for components that learn nothing."""
+        return {}
+
+    def restore(self, state: dict[str, Value]) -> None:
+        """Take back what `state` returned (on a component built with the same params)."""
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / PARAMS_FILE).write_text(json.dumps(self.params()))
+        save_arrays(path / STATE_FILE, self.state())
+
+    @classmethod
+    def load(cls: type[R], path: Path) -> R:
+        component = cls(**json.loads((path / PARAMS_FILE).read_text()))
+        component.restore(load_arrays(path / STATE_FILE))
+        return component
+
+    def recommend(self, data: InteractionData, users: np.ndarray, k: int) -> np.ndarray:
+        """(len(users), k) top-k unseen item indices per user, best first, -1 padded (evaluation's path)."""
+        return top_k_unseen(data, self.score(data, users), users, k)
 
 
 def l2_rows(matrix: sp.spmatrix) -> sp.csr_matrix:
@@ -44,10 +85,11 @@ def l2_rows(matrix: sp.spmatrix) -> sp.csr_matrix:
 
 
 def padded(scores: np.ndarray, n: int) -> np.ndarray:
-    """Scores of a model fitted on fewer items, padded with 0 for items added since."""
-    if len(scores) >= n:
-        return scores[:n]
-    return np.concatenate([scores, np.zeros(n - len(scores))])
+    """Scores (a vector, or one row per user) of a model fitted on fewer items, 0 for items added since."""
+    width = scores.shape[-1]
+    if width >= n:
+        return scores[..., :n]
+    return np.concatenate([scores, np.zeros((*scores.shape[:-1], n - width))], axis=-1)
 
 
 def normalise(scores: np.ndarray, candidates: np.ndarray | None = None) -> np.ndarray:
@@ -60,6 +102,18 @@ def normalise(scores: np.ndarray, candidates: np.ndarray | None = None) -> np.nd
     if high - low < 1e-12:
         return np.where(scores > 0, 1.0, 0.0) if high > 0 else np.zeros_like(scores, dtype=np.float64)
     return np.clip((scores - low) / (high - low), 0.0, 1.0)
+
+
+def normalise_rows(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """`normalise` applied to each row of a users x items block over that row's candidates."""
+    masked_low = np.where(candidates, scores, np.inf).min(axis=1, keepdims=True)
+    masked_high = np.where(candidates, scores, -np.inf).max(axis=1, keepdims=True)
+    span = masked_high - masked_low
+    flat = ~(span >= 1e-12)  # also rows with no candidate (inf - inf = nan)
+    with np.errstate(invalid="ignore"):
+        scaled = np.clip((scores - masked_low) / np.where(flat, 1.0, span), 0.0, 1.0)
+    constant = np.where((scores > 0) & (masked_high > 0), 1.0, 0.0)
+    return np.where(flat, constant, scaled)
 
 
 def top_k(scores: np.ndarray, k: int, exclude: np.ndarray | None = None,
@@ -86,6 +140,17 @@ def top_k(scores: np.ndarray, k: int, exclude: np.ndarray | None = None,
         valid, values = valid[part], values[part]
     order = np.lexsort((valid, -values))[:k]
     return valid[order], values[order]
+
+
+def top_k_unseen(data: InteractionData, scores: np.ndarray, users: np.ndarray, k: int) -> np.ndarray:
+    """Row-wise top-k of a users x items block, each user's seen items left out, ties by item index."""
+    ranked = np.round(np.array(scores, dtype=np.float64), 9)
+    cells = data.preference_rows(users, seen=True).tocoo()
+    inside = cells.col < ranked.shape[1]
+    ranked[cells.row[inside], cells.col[inside]] = -np.inf
+    top = np.argsort(-ranked, axis=1, kind="stable")[:, :k]
+    top[~np.isfinite(np.take_along_axis(ranked, top, axis=1))] = -1
+    return np.pad(top, ((0, 0), (0, k - top.shape[1])), constant_values=-1)
 
 
 def candidate_mask(data: InteractionData, user: int | None, allowed: np.ndarray | None) -> np.ndarray:

@@ -1,18 +1,17 @@
-"""Collaborative filtering: user-based (cosine neighbours, with rating prediction) and item-to-item.
+"""Neighbourhood collaborative filtering: user-based (cosine neighbours, with rating prediction) and
+item-to-item; and the collaborative blend the API serves.
 
-Both read the user's *current* row at request time, so a new event changes the next answer at
-once; what they learn in `fit` (normalised matrices, the item-item neighbour graph) refreshes at
-the next compaction or retrain.
+Both score from the user's *current* row, so a new event changes the next answer at once; what
+they learn in `fit` (normalised matrices, the item-item neighbour graph) changes at the next fit.
 """
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
 
-from recommenders.base import Recommender, candidate_mask, l2_rows, normalise, padded
-from recommenders.ease import EaseRecommender
-from recommenders.matrix_factorization import ALSRecommender
+from recommenders.base import Recommender, l2_rows, normalise_rows, padded, top_k_unseen
 from recommenders.interaction_data import HISTORY_SCORED, InteractionData
+from recommenders.persistence import Value
 
 
 class UserBasedRecommender(Recommender):
@@ -23,48 +22,67 @@ class UserBasedRecommender(Recommender):
     def __init__(self, neighbours: int = 50) -> None:
         self.neighbours = neighbours
         self._users: sp.csr_matrix = sp.csr_matrix((0, 0))  # users x items, rows L2-normalised
-        self._by_item: sp.csr_matrix = sp.csr_matrix((0, 0))  # items x users (the transpose, row-sliceable)
         self._ratings: sp.csr_matrix = sp.csr_matrix((0, 0))
-        self._rating_means = np.zeros(0)
+        self._derive()
+
+    def params(self) -> dict:
+        return {"neighbours": self.neighbours}
 
     def fit(self, data: InteractionData) -> "UserBasedRecommender":
         self._users = l2_rows(data.preference_matrix())
-        self._by_item = self._users.T.tocsr()
         self._ratings = data.ratings.snapshot.tocsr()
+        self._derive()
+        return self
+
+    def state(self) -> dict[str, Value]:
+        return {"users": self._users, "ratings": self._ratings}
+
+    def restore(self, state: dict[str, Value]) -> None:
+        self._users, self._ratings = state["users"], state["ratings"]
+        self._derive()
+
+    def _derive(self) -> None:
+        """What follows from the fitted matrices: the transpose (row-sliceable by item) and rating means."""
+        self._by_item = self._users.T.tocsr()
         counts = np.diff(self._ratings.indptr)
         sums = np.asarray(self._ratings.sum(axis=1)).ravel()
         self._rating_means = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
-        return self
 
-    def neighbours_of(self, data: InteractionData, user: int) -> tuple[np.ndarray, np.ndarray]:
-        """(user indices, cosine) of the most similar other users, from the user's live row."""
-        items, weights = data.strongest_preferences(user, HISTORY_SCORED)
-        known = items < self._by_item.shape[0]
-        items, weights = items[known], weights[known]
-        if items.size == 0 or self._by_item.shape[1] == 0:
-            return np.empty(0, np.int64), np.empty(0)
-        weights = weights / np.linalg.norm(weights)
-        similarity = self._by_item[items].T @ weights
-        if user < len(similarity):
-            similarity[user] = 0.0
-        k = min(self.neighbours, int(np.count_nonzero(similarity > 0)))
-        if k == 0:
-            return np.empty(0, np.int64), np.empty(0)
-        kth = similarity[np.argpartition(-similarity, k - 1)[k - 1]]
-        # Every user tied with the k-th is a neighbour: who is chosen never depends on index order.
-        top = np.flatnonzero(similarity >= kth)
-        return top, similarity[top]
+    def forget_users(self, data: InteractionData, users: np.ndarray) -> None:
+        """Deleted users stop being anyone's neighbour at once."""
+        for name in ("_users", "_ratings"):
+            matrix = getattr(self, name)
+            keep = np.ones(matrix.shape[0])
+            keep[users[users < matrix.shape[0]]] = 0.0
+            kept = (sp.diags(keep) @ matrix).tocsr()
+            kept.eliminate_zeros()
+            setattr(self, name, kept)
+        self._derive()
 
-    def score(self, data: InteractionData, user: int) -> np.ndarray:
-        neighbours, similarity = self.neighbours_of(data, user)
-        if neighbours.size == 0:
-            return np.zeros(data.n_items)
-        scores = self._users[neighbours].T @ similarity
-        return padded(np.asarray(scores).ravel(), data.n_items)
+    def neighbours_of(self, data: InteractionData, users: np.ndarray) -> sp.csr_matrix:
+        """users x fitted users: cosine to each user's k most similar others (every user tied with
+        the k-th included, so who is chosen never depends on index order), from the live rows."""
+        n_fitted_items, n_fitted_users = self._by_item.shape
+        rows = data.preference_rows(users, limit=HISTORY_SCORED)[:, :n_fitted_items]
+        if n_fitted_users == 0 or rows.nnz == 0:
+            return sp.csr_matrix((len(users), n_fitted_users))
+        similarity = np.asarray((l2_rows(rows) @ self._by_item).todense())
+        fitted = users < n_fitted_users
+        similarity[np.flatnonzero(fitted), users[fitted]] = 0.0
+        if n_fitted_users > self.neighbours:
+            kth = -np.partition(-similarity, self.neighbours - 1, axis=1)[:, self.neighbours - 1:self.neighbours]
+            similarity[similarity < kth] = 0.0
+        similarity[similarity < 0] = 0.0
+        return sp.csr_matrix(similarity)
+
+    def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
+        neighbours = self.neighbours_of(data, users)
+        return padded(np.asarray((neighbours @ self._users).todense()), data.n_items)
 
     def predict_ratings(self, data: InteractionData, user: int, items: np.ndarray) -> np.ndarray:
         """Mean-centred neighbour prediction on the 1-5 scale; NaN where no neighbour rated the item."""
-        neighbours, similarity = self.neighbours_of(data, user)
+        similar = self.neighbours_of(data, np.array([user]))
+        neighbours, similarity = similar.indices, similar.data
         rated_items, rated_values = data.user_ratings(user)
         own_mean = rated_values.mean() if rated_values.size else np.nan
         result = np.full(len(items), np.nan)
@@ -97,6 +115,9 @@ class ItemBasedRecommender(Recommender):
         self.neighbours = neighbours
         self.similarity: sp.csr_matrix = sp.csr_matrix((0, 0))
 
+    def params(self) -> dict:
+        return {"neighbours": self.neighbours}
+
     def fit(self, data: InteractionData) -> "ItemBasedRecommender":
         # log-damped: forty repeat purchases of one item must not outweigh the rest of a basket
         preference = data.preference_matrix().copy()
@@ -108,18 +129,23 @@ class ItemBasedRecommender(Recommender):
         self.similarity = keep_top_per_row(similarity, self.neighbours)
         return self
 
-    def score(self, data: InteractionData, user: int) -> np.ndarray:
-        items, weights = data.preference_row(user)
-        known = items < self.similarity.shape[0]
-        if not known.any():
-            return np.zeros(data.n_items)
-        scores = self.similarity[items[known]].T @ weights[known]
-        return padded(np.asarray(scores).ravel(), data.n_items)
+    def state(self) -> dict[str, Value]:
+        return {"similarity": self.similarity}
 
-    def similar_items(self, data: InteractionData, item: int) -> np.ndarray:
-        if item >= self.similarity.shape[0]:
-            return np.zeros(data.n_items)
-        return padded(self.similarity[item].toarray().ravel(), data.n_items)
+    def restore(self, state: dict[str, Value]) -> None:
+        self.similarity = state["similarity"]
+
+    def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
+        rows = data.preference_rows(users)[:, :self.similarity.shape[0]]
+        return padded(np.asarray((rows @ self.similarity).todense()), data.n_items)
+
+    def similar_items(self, data: InteractionData, items: np.ndarray) -> np.ndarray:
+        known = np.minimum(items, max(self.similarity.shape[0] - 1, 0))
+        if self.similarity.shape[0] == 0:
+            return np.zeros((len(items), data.n_items))
+        rows = np.asarray(self.similarity[known].todense())
+        rows[items >= self.similarity.shape[0]] = 0.0
+        return padded(rows, data.n_items)
 
 
 def keep_top_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -135,44 +161,33 @@ def keep_top_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
     return sp.csr_matrix((matrix.data[keep], (rows[keep], matrix.indices[keep])), shape=matrix.shape)
 
 
-class CollaborativeRecommender(Recommender):
-    """The collaborative signal the API serves: taste neighbours (user-based), EASE and ALS, blended.
+class CollaborativeBlend:
+    """The collaborative signal the API serves: the registered collaborative parts (user-based
+    neighbours, EASE, ALS, ...), blended by weight.
 
     Each is min-max normalised over the user's *unseen* items first: seen items often hold a
     recommender's top scores, and normalising over them would squash what is left to rank. The
-    weights suit the catalog (`python main.py evaluate --tune` finds them on a validation split);
-    item-to-item serves "similar items".
+    weights suit the catalog (`python main.py evaluate --tune` finds them on a validation split).
+    It learns nothing itself: the engine fits, folds and saves the parts.
     """
 
     name = "collaborative"
 
-    def __init__(self, weights: dict[str, float] | None = None) -> None:
-        self.weights = dict(weights or DEFAULT_COLLABORATIVE_WEIGHTS)
-        self.user_based = UserBasedRecommender()
-        self.ease = EaseRecommender()
-        self.als = ALSRecommender()
-        self.item_based = ItemBasedRecommender()
+    def __init__(self, parts: dict[str, Recommender], weights: dict[str, float]) -> None:
+        self.parts = parts
+        self.weights = weights
 
-    @property
-    def parts(self) -> dict[str, Recommender]:
-        return {"user_based": self.user_based, "ease": self.ease, "als": self.als}
-
-    def fit(self, data: InteractionData) -> "CollaborativeRecommender":
-        for model in (*self.parts.values(), self.item_based):
-            model.fit(data)
-        return self
-
-    def part_scores(self, data: InteractionData, user: int) -> dict[str, np.ndarray]:
-        """Each part's scores, normalised over the user's unseen items (what the weights blend)."""
-        unseen = candidate_mask(data, user, None)
-        return {name: normalise(model.score(data, user), unseen) for name, model in self.parts.items()
+    def part_scores(self, data: InteractionData, users: np.ndarray) -> dict[str, np.ndarray]:
+        """Each weighted part's scores, normalised over each user's unseen items."""
+        unseen = np.asarray(data.preference_rows(users, seen=True).todense()) == 0
+        return {name: normalise_rows(model.score(data, users), unseen) for name, model in self.parts.items()
                 if self.weights.get(name, 0.0) > 0}
 
-    def score(self, data: InteractionData, user: int) -> np.ndarray:
-        return sum(self.weights[name] * scores for name, scores in self.part_scores(data, user).items())
+    def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
+        blended = np.zeros((len(users), data.n_items))
+        for name, scores in self.part_scores(data, users).items():
+            blended += self.weights[name] * scores
+        return blended
 
-    def similar_items(self, data: InteractionData, item: int) -> np.ndarray:
-        return self.item_based.similar_items(data, item)
-
-
-DEFAULT_COLLABORATIVE_WEIGHTS = {"user_based": 0.4, "ease": 0.4, "als": 0.2}
+    def recommend(self, data: InteractionData, users: np.ndarray, k: int) -> np.ndarray:
+        return top_k_unseen(data, self.score(data, users), users, k)

@@ -8,6 +8,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import OneHotEncoder, normalize
 
 from recommenders.base import Recommender, normalise, padded
+from recommenders.persistence import Value
+from recommenders.sparse_state import resized
 from recommenders.interaction_data import InteractionData
 from recommenders.records import ItemRecord
 
@@ -22,11 +24,15 @@ class ContentRecommender(Recommender):
     name = "content"
 
     def __init__(self, max_features: int = 50_000) -> None:
+        self.max_features = max_features
         self.text_vectorizer = TfidfVectorizer(sublinear_tf=True, stop_words="english", max_features=max_features,
                                                token_pattern=r"(?u)\b\w[\w-]+\b")
         self.field_encoder = OneHotEncoder(handle_unknown="ignore")
         self.item_vectors: sp.csr_matrix = sp.csr_matrix((0, 0))
         self._has_text = False
+
+    def params(self) -> dict:
+        return {"max_features": self.max_features}
 
     def fit(self, data: InteractionData) -> "ContentRecommender":
         records = data.item_records
@@ -43,48 +49,69 @@ class ContentRecommender(Recommender):
         self.item_vectors = self._vectors(records)
         return self
 
-    def add_item(self, data: InteractionData, item: ItemRecord, index: int) -> None:
-        """Vectorise a new or edited item with the fitted vocabulary, so it is recommendable at once.
+    def state(self) -> dict[str, Value]:
+        """The vectors and what vectorises a new item: the vocabulary with its idf, the field values."""
+        terms = self.text_vectorizer.get_feature_names_out().tolist() if self._has_text else []
+        categories, brands = (self.field_encoder.categories_ if hasattr(self.field_encoder, "categories_")
+                              else ([], []))
+        return {"item_vectors": self.item_vectors, "has_text": self._has_text, "terms": terms,
+                "idf": self.text_vectorizer.idf_ if self._has_text else np.zeros(0),
+                "categories": [str(c) for c in categories], "brands": [str(b) for b in brands]}
 
-        A shop that started empty has no vocabulary yet: the first item fits one on the catalog.
+    def restore(self, state: dict[str, Value]) -> None:
+        self.item_vectors, self._has_text = state["item_vectors"], bool(state["has_text"])
+        if self._has_text:
+            self.text_vectorizer.vocabulary_ = {term: index for index, term in enumerate(state["terms"])}
+            self.text_vectorizer.idf_ = state["idf"]
+        categories, brands = state["categories"], state["brands"]
+        if categories and brands:  # fitting on the known values gives back the same sorted categories
+            width = max(len(categories), len(brands))
+            rows = [[categories[min(i, len(categories) - 1)], brands[min(i, len(brands) - 1)]] for i in range(width)]
+            self.field_encoder.fit(np.array(rows, dtype=object))
+
+    def partial_fit_items(self, data: InteractionData, items: np.ndarray) -> None:
+        """Vectorise new or edited items with the fitted vocabulary, so they are recommendable at once.
+
+        A shop that started empty has no vocabulary yet: the first items fit one on the catalog.
         """
         if self.item_vectors.shape[0] == 0:
             self.fit(data)
             return
-        row = self._vectors([item])
-        if index < self.item_vectors.shape[0]:
-            vectors = self.item_vectors.tolil()
-            vectors[index] = row
-            self.item_vectors = vectors.tocsr()
-            return
-        gap = sp.csr_matrix((index - self.item_vectors.shape[0], self.item_vectors.shape[1]))
-        self.item_vectors = sp.vstack([self.item_vectors, gap, row]).tocsr()
+        rows = self._vectors([data.item_records[item] for item in items.tolist()])
+        vectors = resized(self.item_vectors, (max(self.item_vectors.shape[0], int(items.max()) + 1),
+                                              self.item_vectors.shape[1])).tolil()
+        vectors[items] = rows
+        self.item_vectors = vectors.tocsr()
 
-    def profile(self, data: InteractionData, user: int) -> np.ndarray:
-        """The user's taste as one dense vector: preference-weighted sum of liked items, L2-normalised.
+    def profiles(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
+        """Each user's taste as a dense row: preference-weighted sum of liked items, L2-normalised.
 
         Dense, because a sparse-by-sparse product with its input checks cost five times more here.
         """
-        items, weights = data.preference_row(user)
-        known = items < self.item_vectors.shape[0]
-        profile = self.item_vectors[items[known]].T @ weights[known]
-        norm = np.linalg.norm(profile)
-        return profile / norm if norm > 0 else profile
+        rows = data.preference_rows(users)[:, :self.item_vectors.shape[0]]
+        profiles = np.asarray((rows @ self.item_vectors).todense())
+        norms = np.linalg.norm(profiles, axis=1, keepdims=True)
+        return np.divide(profiles, norms, out=np.zeros_like(profiles), where=norms > 0)
 
-    def score(self, data: InteractionData, user: int) -> np.ndarray:
+    def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
         """Cosine to the profile times a popularity prior.
 
         Pure text similarity ranks obscure items first when item text is thin (a film's title and
         genres): on ML-100K NDCG@10 went from 0.03 to 0.21 with the prior, above popularity alone
         (0.18), with 3.5x its catalog coverage. The floor keeps never-seen items recommendable.
         """
-        scores = padded(self.item_vectors @ self.profile(data, user), data.n_items)
-        return scores * popularity_prior(data)
+        if self.item_vectors.shape[0] == 0:
+            return np.zeros((len(users), data.n_items))
+        scores = padded(np.asarray(self.item_vectors @ self.profiles(data, users).T).T, data.n_items)
+        return scores * popularity_prior(data)[None, :]
 
-    def similar_items(self, data: InteractionData, item: int) -> np.ndarray:
-        if item >= self.item_vectors.shape[0]:
-            return np.zeros(data.n_items)
-        return padded(self.item_vectors @ self.item_vectors[item].toarray().ravel(), data.n_items)
+    def similar_items(self, data: InteractionData, items: np.ndarray) -> np.ndarray:
+        known = items < self.item_vectors.shape[0]
+        scores = np.zeros((len(items), data.n_items))
+        if known.any():
+            similarity = (self.item_vectors[items[known]] @ self.item_vectors.T).toarray()
+            scores[known] = padded(similarity, data.n_items)
+        return scores
 
     def _vectors(self, records: list[ItemRecord]) -> sp.csr_matrix:
         fields = self.field_encoder.transform(_fields(records)).tocsc()

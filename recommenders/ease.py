@@ -11,6 +11,7 @@ import numpy as np
 
 from recommenders.base import Recommender
 from recommenders.interaction_data import HISTORY_SCORED, InteractionData
+from recommenders.persistence import Value
 
 
 class EaseRecommender(Recommender):
@@ -20,8 +21,10 @@ class EaseRecommender(Recommender):
         self.l2 = l2
         self.max_items = max_items
         self.modelled = np.empty(0, np.int64)  # item indices with a row/column in `weights`
-        self.position = np.empty(0, np.int64)  # item index -> row in `weights`, -1 if not modelled
         self.weights = np.zeros((0, 0), np.float32)
+
+    def params(self) -> dict:
+        return {"l2": self.l2, "max_items": self.max_items}
 
     def fit(self, data: InteractionData) -> "EaseRecommender":
         liked = data.preference_matrix().copy()
@@ -29,8 +32,6 @@ class EaseRecommender(Recommender):
         counts = np.asarray(liked.sum(axis=0)).ravel()
         order = np.argsort(-counts, kind="stable")[: self.max_items]
         self.modelled = np.sort(order[counts[order] > 0])
-        self.position = np.full(data.n_items, -1, np.int64)
-        self.position[self.modelled] = np.arange(len(self.modelled))
         columns = liked[:, self.modelled]
         gram = (columns.T @ columns).toarray().astype(np.float64)
         gram[np.diag_indices_from(gram)] += self.l2
@@ -40,18 +41,23 @@ class EaseRecommender(Recommender):
         self.weights = weights.astype(np.float32)
         return self
 
-    def score(self, data: InteractionData, user: int) -> np.ndarray:
-        items, _ = data.strongest_preferences(user, HISTORY_SCORED)
-        items = items[items < len(self.position)]
-        rows = self.position[items]
-        rows = rows[rows >= 0]
-        scores = np.zeros(data.n_items)
-        if rows.size:
-            scores[self.modelled] = np.maximum(self.weights[rows].sum(axis=0), 0.0)
+    def state(self) -> dict[str, Value]:
+        return {"modelled": self.modelled, "weights": self.weights}
+
+    def restore(self, state: dict[str, Value]) -> None:
+        self.modelled, self.weights = state["modelled"], state["weights"]
+
+    def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
+        rows = data.preference_rows(users, limit=HISTORY_SCORED)[:, self.modelled]
+        rows.data = np.ones_like(rows.data)
+        scores = np.zeros((len(users), data.n_items))
+        scores[:, self.modelled] = np.maximum(rows @ self.weights, 0.0)
         return scores
 
-    def similar_items(self, data: InteractionData, item: int) -> np.ndarray:
-        scores = np.zeros(data.n_items)
-        if item < len(self.position) and self.position[item] >= 0:
-            scores[self.modelled] = np.maximum(self.weights[self.position[item]], 0.0)
+    def similar_items(self, data: InteractionData, items: np.ndarray) -> np.ndarray:
+        position = np.searchsorted(self.modelled, items)
+        modelled = (position < len(self.modelled)) & (self.modelled[np.minimum(position, len(self.modelled) - 1)] == items) \
+            if len(self.modelled) else np.zeros(len(items), bool)
+        scores = np.zeros((len(items), data.n_items))
+        scores[np.ix_(np.flatnonzero(modelled), self.modelled)] = np.maximum(self.weights[position[modelled]], 0.0)
         return scores

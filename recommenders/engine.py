@@ -8,23 +8,28 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from recommenders.base import candidate_mask, normalise
-from recommenders.collaborative import CollaborativeRecommender
-from recommenders.content_based import ContentRecommender
-from recommenders.event_based import EventBasedRecommender
+from recommenders import registry
+from recommenders.base import Recommender, candidate_mask, normalise
+from recommenders.collaborative import CollaborativeBlend
 from recommenders.explanations import Explainer
 from recommenders.hybrid import HybridPolicy, HybridRecommender, rank_contributions
 from recommenders.interaction_data import EventColumns, EventWeighting, InteractionData
-from recommenders.matrix_factorization import SVDRatingModel
-from recommenders.popular import PopularityRecommender, TrendingRecommender
 from recommenders.realtime import RealtimeRecommender
-from recommenders.records import EventType, InteractionRecord, ItemRecord, Recommendation
+from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, Recommendation
 
-CASES = ("hybrid", "collaborative", "content_based", "behavior_based", "popular")
+
+def cases() -> tuple[str, ...]:
+    """The names GET /recommend takes as `case` (from the registry)."""
+    return registry.cases()
+
+
+def anonymous_case(case: str, product_id: str | None) -> bool:
+    """Whether `case` answers without a user: popular, or one component's case around a product."""
+    return case == "popular" or (case in registry.single_cases() and product_id is not None)
 
 
 class UnknownKeyError(LookupError):
@@ -37,122 +42,153 @@ class UnknownKeyError(LookupError):
 
 
 class Engine:
-    def __init__(self, data: InteractionData, policy: HybridPolicy = HybridPolicy(),
-                 collaborative_weights: dict[str, float] | None = None) -> None:
+    def __init__(self, data: InteractionData, components: dict[str, Recommender],
+                 policy: HybridPolicy = HybridPolicy(), collaborative_weights: dict[str, float] | None = None) -> None:
         self.data = data
-        self.popular = PopularityRecommender()
-        self.trending = TrendingRecommender()
-        self.content = ContentRecommender()
-        self.collaborative = CollaborativeRecommender(collaborative_weights)
-        self.rating_model = SVDRatingModel()
-        self.behavior = EventBasedRecommender()
-        self.hybrid = HybridRecommender({"collaborative": self.collaborative, "content": self.content,
-                                         "behavior": self.behavior, "popular": self.popular}, policy)
-        self.realtime = RealtimeRecommender(self.behavior, self.content, self.collaborative)
-        self.explainer = Explainer(self.content, self.collaborative.item_based)
+        self.components = components
+        weights = registry.collaborative_weights(collaborative_weights)
+        self.collaborative = CollaborativeBlend({name: components[name] for name in weights}, weights)
+        self.hybrid = HybridRecommender({"collaborative": self.collaborative, "content": components["content"],
+                                         "behavior": components["behavior"], "popular": components["popular"]}, policy)
+        self.realtime = RealtimeRecommender(components["behavior"], components["content"], self.collaborative)
+        self.explainer = Explainer(components["content"], components["item_based"])
         self._lock = threading.RLock()
         self.fitted_at = 0.0
         self.fit_seconds = 0.0
-        self.fitted_through_seq = data.last_seq  # events up to here are in the fit
-        self._applied_seqs: set[int] = set()  # stored events applied since the fit
+        self.component_seconds: dict[str, float] = {}
+        self.fitted_through_seq = data.last_seq  # log entries up to here are in the fit
+        self.position = data.last_seq  # ... and up to here are applied (fit, then every later entry in order)
 
     @classmethod
     def build(cls, items: Sequence[ItemRecord], user_ids: Iterable[str],
               interactions: Iterable[InteractionRecord] | EventColumns, weighting: EventWeighting = EventWeighting(),
-              policy: HybridPolicy = HybridPolicy(), collaborative_weights: dict[str, float] | None = None) -> "Engine":
+              policy: HybridPolicy = HybridPolicy(), collaborative_weights: dict[str, float] | None = None,
+              on_component: Callable[[str], None] | None = None) -> "Engine":
         """A fitted engine from records or columns (what the store or a data loader returns)."""
-        engine = cls(InteractionData(items, user_ids, interactions, weighting), policy, collaborative_weights)
-        engine.fit()
+        components = {name: entry.factory() for name, entry in registry.registrations().items()}
+        engine = cls(InteractionData(items, user_ids, interactions, weighting), components, policy,
+                     collaborative_weights)
+        engine.fit(on_component)
         return engine
 
-    def fit(self) -> None:
+    def fit(self, on_component: Callable[[str], None] | None = None) -> None:
+        """Fit every component on the current state; `on_component(name)` after each (progress bars)."""
         started = time.perf_counter()
         with self._lock:
             self.data.compact()
-            self.hybrid.fit(self.data)
-            self.rating_model.fit(self.data)
+            for name, component in self.components.items():
+                began = time.perf_counter()
+                component.fit(self.data)
+                self.component_seconds[name] = time.perf_counter() - began
+                if on_component is not None:
+                    on_component(name)
         self.fit_seconds = time.perf_counter() - started
         self.fitted_at = time.time()
 
-    # -- writes -----------------------------------------------------------------------------
-    def observe(self, event: InteractionRecord) -> bool:
-        """Apply one event to every part of the state it touches, and nothing else.
+    # -- writes: the log, applied in order ----------------------------------------------------
+    def apply(self, entry: LogEntry) -> bool:
+        """Apply one log entry if it is past `position`; returns whether it was applied now.
 
-        Idempotent for stored events (seq > 0): a replay after a retrain, or the same event arriving
-        from another process, is applied once. Returns whether it was applied now.
+        Every process applies the same entries in the same order through here, so two engines
+        loaded from one artifact hold the same state once they reach the same position.
         """
         with self._lock:
-            if event.seq and (event.seq <= self.fitted_through_seq or event.seq in self._applied_seqs):
+            if entry.seq <= self.position:
                 return False
-            item = self._item_index(event.item_id)
-            user = self.data.users.get(event.user_id)
-            first_touch = user is None or item not in self.data.seen_items(user)
-            user, _ = self.data.observe(event)
-            if first_touch:
-                self.behavior.observe_new_pair(self.data, user, item)
-            self.collaborative.als.fold_in(self.data, user)
-            if event.event_type == EventType.RATING:
-                self.rating_model.fold_in(self.data, user)
-            if event.seq:
-                self._applied_seqs.add(event.seq)
+            if entry.kind == LogKind.EVENT:
+                self._observe(entry.event)
+            elif entry.kind == LogKind.ITEM:
+                self._add_items([entry.item])
+            elif entry.kind == LogKind.FORGET_USER:
+                self._forget_user(entry.user_id)
+            self.position = entry.seq
+            return True
+
+    def observe(self, event: InteractionRecord) -> bool:
+        """Apply one event: a stored one (seq > 0) as its log entry, an unstored one (offline evaluation) as is."""
+        if event.seq:
+            return self.apply(LogEntry(event.seq, LogKind.EVENT, event=event, user_id=event.user_id))
+        with self._lock:
+            self._observe(event)
             return True
 
     def forget_user(self, user_id: str) -> bool:
-        """Erase a deleted user's own state now, so their next answers are a newcomer's (popular items).
+        """Erase a deleted user's state now, so their next answers are a newcomer's (popular items).
 
-        Their rows, recent events and ALS vector go at once. Other users' user-based neighbours
-        lose them at the next compaction (every 30 s). What their events taught the shared models
-        (co-occurrence counts, popularity and trending, EASE, item-to-item, ALS item factors) goes
-        at the next retrain, which fits on the log without them; so do SVD's fitted terms for the
-        user, which show (as predicted ratings) only if the same id comes back before then.
-        Returns whether the engine knew the user.
+        Their rows, recent events, ALS vector, SVD terms and place among others' neighbours go at
+        once, and so does their share of popularity and co-occurrence. What they taught the fitted
+        models (EASE, item-to-item, ALS item factors) goes at the next fit, which reads the log
+        without them. Returns whether the engine knew the user.
         """
         with self._lock:
-            user = self.data.forget_user(user_id)
-            if user is None:
-                return False
-            self.collaborative.als.fold_in(self.data, user)  # solved again from the now empty row: zeros
-            return True
+            return self._forget_user(user_id)
 
     def add_item(self, item: ItemRecord) -> None:
         with self._lock:
-            index, _ = self.data.add_item(item)
-            self.content.add_item(self.data, item, index)
+            self._add_items([item])
 
     def add_user(self, user_id: str) -> None:
         with self._lock:
             self.data.add_user(user_id)
 
-    def compact(self) -> None:
-        """Fold recent events into the snapshots and refresh the cheap whole-matrix model (user-based)."""
+    def compact(self) -> int:
+        """Fold single-event updates into the snapshots; answers do not change. Returns the rows folded."""
         with self._lock:
-            self.data.compact()
-            self.behavior.compact()
-            self.collaborative.user_based.fit(self.data)
+            pending = self.data.events.pending_rows + self.data.ratings.pending_rows
+            if pending or self.data.cooccurrence.pending_rows:
+                self.data.compact()
+                self.data.cooccurrence.compact()
+            return pending
+
+    def _observe(self, event: InteractionRecord) -> None:
+        self._item_index(event.item_id)
+        user, _ = self.data.observe(event)
+        users = np.array([user])
+        for component in self.components.values():
+            component.partial_fit_users(self.data, users)
+
+    def _forget_user(self, user_id: str) -> bool:
+        user = self.data.forget_user(user_id)
+        if user is None:
+            return False
+        for component in self.components.values():
+            component.forget_users(self.data, np.array([user]))
+        return True
+
+    def _add_items(self, items: list[ItemRecord]) -> None:
+        indices = np.array([self.data.add_item(item)[0] for item in items], dtype=np.int64)
+        for component in self.components.values():
+            component.partial_fit_items(self.data, indices)
 
     # -- reads ------------------------------------------------------------------------------
     def recommend(self, user_id: str | None, k: int, case: str = "hybrid", method: str | None = None,
                   product_id: str | None = None, category: str | None = None) -> list[Recommendation]:
-        """Top-k for one user by one of the CASES; users with no history get popular items."""
+        """Top-k for one user by one of the `cases()`; users with no history get popular items.
+
+        A single component's case with `product_id` ranks the items that component finds like it.
+        """
+        single = registry.single_cases()
+        if case not in ("hybrid", "collaborative") and case not in single:
+            raise ValueError(f"unknown case '{case}'")
         with self._lock:
             user = None if user_id is None else self.data.users.get(user_id)
             product = None if product_id is None else self._item_index(product_id)
             allowed = self._category_mask(category)
-            if case == "content_based" and product is not None:
-                return self._single(self.content.similar_items(self.data, product), "content", user, k, allowed,
-                                    context=product)
+            popular = self.components["popular"]
+            if case in single and case != "popular" and product is not None:
+                name = single[case]
+                scores = self.components[name].similar_items(self.data, np.array([product]))[0]
+                return self._single(scores, name, user, k, allowed, context=product)
             if case == "popular" or user is None or len(self.data.seen_items(user)) == 0:
-                return self._single(self.popular.score(self.data), "popular", user, k, allowed)
+                return self._single(self._item_scores(popular), "popular", user, k, allowed)
             if case == "hybrid":
                 return self._labelled(*self.hybrid.recommend_labelled(self.data, user, k, method, allowed), user=user)
+            users = np.array([user])
             if case == "collaborative":
-                result = self._single(self.collaborative.score(self.data, user), "collaborative", user, k, allowed)
+                result = self._single(self.collaborative.score(self.data, users)[0], "collaborative", user, k, allowed)
                 return self._with_predicted_ratings(result, user)
-            if case == "content_based":
-                return self._single(self.content.score(self.data, user), "content", user, k, allowed)
-            if case == "behavior_based":
-                return self._single(self.behavior.score(self.data, user), "behavior", user, k, allowed)
-            raise ValueError(f"unknown case '{case}'")
+            name = single[case]
+            return self._single(self.components[name].score(self.data, users)[0], name, user, k, allowed)
 
     def realtime_recommend(self, user_id: str | None, k: int, product_id: str | None = None,
                            event_type: EventType = EventType.VIEW) -> list[Recommendation]:
@@ -169,16 +205,17 @@ class Engine:
             item = self._item_index(item_id)
             candidates = candidate_mask(self.data, None, None)
             candidates[item] = False
-            signals = {"collaborative": self.collaborative.similar_items(self.data, item),
-                       "content": self.content.similar_items(self.data, item)}
+            items = np.array([item])
+            signals = {"collaborative": self.components["item_based"].similar_items(self.data, items)[0],
+                       "content": self.components["content"].similar_items(self.data, items)[0]}
             contributions = {name: 0.5 * normalise(s, candidates) for name, s in signals.items()}
             return self._labelled(*rank_contributions(self.data, None, k, contributions, candidates), context=item)
 
     def popular_items(self, k: int, category: str | None = None, trending: bool = False) -> list[Recommendation]:
         """Most engaged-with items overall or in a category; `trending` favours recent activity."""
         with self._lock:
-            recommender = self.trending if trending else self.popular
-            return self._single(recommender.score(self.data), recommender.name, None, k, self._category_mask(category))
+            name = "trending" if trending else "popular"
+            return self._single(self._item_scores(self.components[name]), name, None, k, self._category_mask(category))
 
     def rebase_trending(self, now: float | None = None) -> None:
         with self._lock:
@@ -207,7 +244,8 @@ class Engine:
             return {"users": self.data.n_users, "items": self.data.n_items,
                     "interactions": self.data.n_interactions, "categories": len(self.data.categories),
                     "pending_rows": self.data.events.pending_rows + self.data.ratings.pending_rows,
-                    "last_seq": self.data.last_seq, "fitted_at": self.fitted_at,
+                    "last_seq": self.data.last_seq, "position": self.position,
+                    "fitted_through_seq": self.fitted_through_seq, "fitted_at": self.fitted_at,
                     "fit_seconds": round(self.fit_seconds, 4)}
 
     # -- helpers ----------------------------------------------------------------------------
@@ -216,6 +254,10 @@ class Engine:
         if index is None:
             raise UnknownKeyError("item", item_id)
         return index
+
+    def _item_scores(self, component: Recommender) -> np.ndarray:
+        """Scores of a component that ranks items the same for everyone (popular, trending)."""
+        return component.score(self.data, np.zeros(1, np.int64))[0]
 
     def _category_mask(self, category: str | None) -> np.ndarray | None:
         try:
@@ -241,7 +283,7 @@ class Engine:
 
     def _with_predicted_ratings(self, result: list[Recommendation], user: int) -> list[Recommendation]:
         indices = np.array([self.data.items.get(r.item) for r in result], dtype=np.int64)
-        predicted = self.rating_model.predict(self.data, user, indices)
+        predicted = self.components["svd"].predict_ratings(self.data, user, indices)
         for recommendation, rating in zip(result, predicted):
             if np.isfinite(rating):
                 recommendation.extra["predicted_rating"] = round(float(rating), 2)

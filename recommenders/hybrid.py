@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recommenders.base import Recommender, candidate_mask, normalise, top_k
+from recommenders.base import candidate_mask, normalise, normalise_rows, top_k, top_k_unseen
 from recommenders.interaction_data import InteractionData
+from recommenders.registry import COLLABORATIVE
 
 METHODS = ("weighted", "adaptive", "switching")
 DOMINANT_SHARE = 0.7  # a component giving this share of an item's score names its strategy
@@ -32,69 +33,84 @@ class HybridPolicy:
     collaborative_heavy: float = 0.7
 
 
-class HybridRecommender(Recommender):
+class HybridRecommender:
+    """Blends whole recommenders (the collaborative blend, content, behaviour, popular) per user.
+
+    Not a fitted component: the engine fits the components it blends.
+    """
+
     name = "hybrid"
 
-    def __init__(self, components: dict[str, Recommender], policy: HybridPolicy = HybridPolicy(),
-                 method: str = "weighted") -> None:
+    def __init__(self, components: dict, policy: HybridPolicy = HybridPolicy(), method: str = "weighted") -> None:
         self.components = components  # keys: collaborative, content, behavior, popular
         self.policy = policy
         self.method = method
 
-    def fit(self, data: InteractionData) -> "HybridRecommender":
-        for component in self.components.values():
-            component.fit(data)
-        return self
-
-    def weights(self, data: InteractionData, user: int | None, method: str | None = None) -> dict[str, float]:
-        """How much each component counts for this user now; sums to 1."""
+    def weight_rows(self, data: InteractionData, users: np.ndarray, method: str | None = None) -> dict[str, np.ndarray]:
+        """How much each component counts for each user now; each user's weights sum to 1."""
         method = method or self.method
-        history = 0 if user is None else len(data.seen_items(user))
-        if history == 0:
-            return {"popular": 1.0}
+        history = np.diff(data.preference_rows(users, seen=True).indptr).astype(np.float64)
+        zeros = np.zeros(len(users))
         if method == "switching":
-            return {self._switch(data, user, history): 1.0}
-        if method == "adaptive":
+            choice = self._switch(data, users, history)
+            weights = {name: (choice == name).astype(np.float64) for name in ("content", "behavior", COLLABORATIVE)}
+        elif method == "adaptive":
             collaborative = history / (history + 10.0)
-            weights = {"collaborative": collaborative, "content": 1.0 - collaborative,
-                       "behavior": 0.5 * data.recent.of(user).behaviour_share(), "popular": 0.1 / (1.0 + history)}
+            share = np.array([data.recent.of(user).behaviour_share() for user in users.tolist()])
+            weights = {COLLABORATIVE: collaborative, "content": 1.0 - collaborative, "behavior": 0.5 * share,
+                       "popular": 0.1 / (1.0 + history)}
         else:
             collaborative = self._tier(history)
-            weights = {"collaborative": collaborative, "content": 1.0 - collaborative}
+            weights = {COLLABORATIVE: collaborative, "content": 1.0 - collaborative}
+        weights = {name: weights.get(name, zeros) for name in ("popular", COLLABORATIVE, "content", "behavior")}
+        newcomer = history == 0  # nothing known: popular items only
+        weights["popular"] = np.where(newcomer, 1.0, weights["popular"])
+        for name in (COLLABORATIVE, "content", "behavior"):
+            weights[name] = np.where(newcomer, 0.0, weights[name])
         total = sum(weights.values())
-        return {name: w / total for name, w in weights.items() if w > 0}
+        return {name: w / total for name, w in weights.items()}
 
-    def score(self, data: InteractionData, user: int) -> np.ndarray:
-        candidates = candidate_mask(data, user, None)
-        return self.blend(data, user, self.weights(data, user), candidates)[0]
+    def weights(self, data: InteractionData, user: int, method: str | None = None) -> dict[str, float]:
+        """One user's non-zero weights."""
+        rows = self.weight_rows(data, np.array([user]), method)
+        return {name: float(w[0]) for name, w in rows.items() if w[0] > 0}
 
-    def blend(self, data: InteractionData, user: int | None, weights: dict[str, float],
-              candidates: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """(blended scores, each component's weighted contribution), normalised over `candidates`."""
-        contributions = {name: weight * normalise(self.components[name].score(data, user), candidates)
-                         for name, weight in weights.items()}
-        return sum(contributions.values()), contributions
+    def score(self, data: InteractionData, users: np.ndarray, method: str | None = None) -> np.ndarray:
+        """users x items blended scores, each component normalised over each user's unseen items."""
+        unseen = np.asarray(data.preference_rows(users, seen=True).todense()) == 0
+        weights = self.weight_rows(data, users, method)
+        blended = np.zeros((len(users), data.n_items))
+        for name, w in weights.items():
+            if w.any():
+                blended += w[:, None] * normalise_rows(self.components[name].score(data, users), unseen)
+        return blended
 
-    def recommend_labelled(self, data: InteractionData, user: int | None, k: int, method: str | None = None,
+    def recommend(self, data: InteractionData, users: np.ndarray, k: int) -> np.ndarray:
+        return top_k_unseen(data, self.score(data, users), users, k)
+
+    def blend(self, data: InteractionData, user: int, weights: dict[str, float],
+              candidates: np.ndarray) -> dict[str, np.ndarray]:
+        """Each component's weighted contribution for one user, normalised over `candidates`."""
+        users = np.array([user])
+        return {name: weight * normalise(self.components[name].score(data, users)[0], candidates)
+                for name, weight in weights.items()}
+
+    def recommend_labelled(self, data: InteractionData, user: int, k: int, method: str | None = None,
                            allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Top-k (items, scores, strategy per item): the strategy is the dominant component, or "hybrid"."""
         candidates = candidate_mask(data, user, allowed)
-        contributions = self.blend(data, user, self.weights(data, user, method), candidates)[1]
+        contributions = self.blend(data, user, self.weights(data, user, method), candidates)
         return rank_contributions(data, user, k, contributions, candidates)
 
-    def _tier(self, history: int) -> float:
-        if history <= self.policy.new_user_max_interactions:
-            return self.policy.collaborative_new
-        if history < self.policy.heavy_user_min_interactions:
-            return self.policy.collaborative_experienced
-        return self.policy.collaborative_heavy
+    def _tier(self, history: np.ndarray) -> np.ndarray:
+        policy = self.policy
+        return np.select([history <= policy.new_user_max_interactions, history < policy.heavy_user_min_interactions],
+                         [policy.collaborative_new, policy.collaborative_experienced], policy.collaborative_heavy)
 
-    def _switch(self, data: InteractionData, user: int, history: int) -> str:
-        if history <= self.policy.new_user_max_interactions:
-            return "content"
-        if data.recent.of(user).behaviour_share() >= 0.5:
-            return "behavior"
-        return "collaborative"
+    def _switch(self, data: InteractionData, users: np.ndarray, history: np.ndarray) -> np.ndarray:
+        share = np.array([data.recent.of(user).behaviour_share() for user in users.tolist()])
+        return np.select([history <= self.policy.new_user_max_interactions, share >= 0.5],
+                         ["content", "behavior"], COLLABORATIVE)
 
 
 def rank_contributions(data: InteractionData, user: int | None, k: int, contributions: dict[str, np.ndarray],

@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recommenders.records import EventType, InteractionRecord, ItemRecord
-from recommenders.sparse_state import Combine, IdMap, IncrementalMatrix, resized
+from recommenders.sparse_state import Combine, IdMap, IncrementalMatrix, resized, stacked_rows
 
 RECENT_EVENTS_KEPT = 20
 MEMO_ENTRIES = 4096  # derived values kept between two events (a few per recently read user)
@@ -82,6 +82,28 @@ class RecentEvents:
         rows = rows[-n:]
         return Recent(rows[:, 0].astype(np.int64), rows[:, 1], rows[:, 2], rows[:, 3].astype(np.int64))
 
+    def state(self) -> dict[str, np.ndarray]:
+        """Each user's last RECENT_EVENTS_KEPT events as the arrays `from_state` takes (for artifacts)."""
+        n_users = len(self._indptr) - 1
+        old_users = np.repeat(np.arange(n_users), np.diff(self._indptr))
+        new = [(user, row) for user, rows in self._new.items() for row in rows]
+        users = np.concatenate([old_users, np.array([user for user, _ in new], dtype=np.int64)])
+        columns = np.vstack([self._columns, np.array([row for _, row in new], dtype=np.float64).reshape(-1, 4)])
+        order = np.argsort(users, kind="stable")  # per user: build-time events, then newer ones
+        users, columns = users[order], columns[order]
+        counts = np.bincount(users, minlength=max(n_users, int(users.max()) + 1 if users.size else 0))
+        ends = np.cumsum(counts)[users]
+        keep = ends - np.arange(len(users)) <= RECENT_EVENTS_KEPT  # the newest few of each user
+        kept_users = users[keep]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(kept_users, minlength=len(counts)))])
+        return {"columns": columns[keep], "indptr": indptr}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> "RecentEvents":
+        recent = cls.__new__(cls)
+        recent._columns, recent._indptr, recent._new = state["columns"], state["indptr"], {}
+        return recent
+
     def forget(self, user: int) -> None:
         """Drop every event of the user (a deleted user): copies the build-time arrays once."""
         self._new.pop(user, None)
@@ -123,6 +145,15 @@ class TrendingCounter:
             self.scores = np.concatenate([self.scores, np.zeros(item + 1 - len(self.scores))])
         self.scores[item] += weight * self._factor(np.float64(timestamp))
 
+    def state(self) -> dict:
+        return {"scores": self.scores, "reference": self.reference, "half_life": self.half_life}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "TrendingCounter":
+        counter = cls.__new__(cls)
+        counter.scores, counter.reference, counter.half_life = state["scores"], state["reference"], state["half_life"]
+        return counter
+
     def rebase(self, now: float) -> None:
         self.scores *= self._factor(np.float64(self.reference), now)
         self.reference = now
@@ -160,10 +191,69 @@ class InteractionData:
         self._preference: sp.csr_matrix | None = None
         self._memo: dict[tuple[str, int | None], Any] = {}
         self._memo_version: tuple[int, int] = (-1, -1)
-        self.popularity = np.bincount(items_, weights=weights, minlength=len(self.items)).astype(np.float64)
+        # Popularity is each item's column sum of preferences, so a deleted user's share can be taken out.
+        self.popularity = np.asarray(self.preference_matrix().sum(axis=0)).ravel().astype(np.float64)
         self.last_event_time = float(times.max()) if len(times) else 0.0
         self.trending = TrendingCounter(items_, weights, times, len(self.items), trending_half_life,
                                         reference=max(self.last_event_time, time.time()))
+        # Item co-occurrence: how many users touched both items; grows when a user touches an item first.
+        seen = self.seen_matrix()
+        counts = (seen.T @ seen).tocsr()
+        counts.setdiag(0.0)
+        counts.eliminate_zeros()
+        self.cooccurrence = IncrementalMatrix(counts, "add")
+        self.item_users = np.asarray(seen.sum(axis=0)).ravel().astype(np.float64)  # distinct users per item
+
+    # -- artifacts --------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything the state holds, as named arrays (see recommenders/artifacts.py)."""
+        self.compact()
+        self.cooccurrence.compact()
+        records = self.item_records
+        recent, trending = self.recent.state(), self.trending.state()
+        return {
+            "item_ids": [item.item_id for item in records], "item_names": [item.name for item in records],
+            "item_categories": [item.category for item in records], "item_brands": [item.brand for item in records],
+            "item_descriptions": [item.description for item in records],
+            "item_tags": ["\x1f".join(item.tags) for item in records],
+            "item_prices": np.array([np.nan if item.price is None else item.price for item in records], np.float64),
+            "user_ids": self.users.ids_of(range(self.n_users)),
+            "events": self.events.snapshot, "ratings": self.ratings.snapshot,
+            "recent_columns": recent["columns"], "recent_indptr": recent["indptr"],
+            "popularity": self.popularity, "trending_scores": trending["scores"],
+            "trending_reference": trending["reference"], "trending_half_life": trending["half_life"],
+            "cooccurrence": self.cooccurrence.snapshot, "item_users": self.item_users,
+            "n_interactions": self.n_interactions, "last_seq": self.last_seq, "last_event_time": self.last_event_time,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], weighting: EventWeighting) -> "InteractionData":
+        """The state `state()` returned, without refitting anything."""
+        data = cls.__new__(cls)
+        data.weighting = weighting
+        columns = zip(state["item_ids"], state["item_names"], state["item_categories"], state["item_brands"],
+                      state["item_descriptions"], state["item_tags"], state["item_prices"].tolist())
+        data.item_records = [ItemRecord(item_id, name, category, brand, description,
+                                        tuple(tags.split("\x1f")) if tags else (), None if np.isnan(price) else price)
+                             for item_id, name, category, brand, description, tags, price in columns]
+        data.items = IdMap(state["item_ids"])
+        data.categories = IdMap(sorted({item.category for item in data.item_records if item.category}))
+        data.item_category = np.array([data._category_index(item) for item in data.item_records], dtype=np.int64)
+        data.users = IdMap(state["user_ids"])
+        shape = (data.n_users, data.n_items)
+        data.events = IncrementalMatrix(resized(state["events"], shape), "add")
+        data.ratings = IncrementalMatrix(resized(state["ratings"], shape), "replace")
+        data.recent = RecentEvents.from_state({"columns": state["recent_columns"], "indptr": state["recent_indptr"]})
+        data._preference, data._memo, data._memo_version = None, {}, (-1, -1)
+        data.popularity = state["popularity"]
+        data.trending = TrendingCounter.from_state({"scores": state["trending_scores"],
+                                                    "reference": state["trending_reference"],
+                                                    "half_life": state["trending_half_life"]})
+        data.cooccurrence = IncrementalMatrix(state["cooccurrence"], "add")
+        data.item_users = state["item_users"]
+        data.n_interactions, data.last_seq = int(state["n_interactions"]), int(state["last_seq"])
+        data.last_event_time = float(state["last_event_time"])
+        return data
 
     # -- growth ---------------------------------------------------------------------------
     def add_user(self, user_id: str) -> int:
@@ -183,6 +273,8 @@ class InteractionData:
         self.item_records.append(item)
         self.item_category = np.append(self.item_category, self._category_index(item))
         self.popularity = np.append(self.popularity, 0.0)
+        self.item_users = np.append(self.item_users, 0.0)
+        self.cooccurrence.resize(len(self.items), len(self.items))
         self.events.resize(len(self.users), len(self.items))
         self.ratings.resize(len(self.users), len(self.items))
         return index, True
@@ -195,12 +287,18 @@ class InteractionData:
         if item is None:
             raise KeyError(event.item_id)
         weight = self.weighting.weight(event.event_type, event.rating)
+        seen = self.seen_items(user)
+        if not np.isin(item, seen):
+            self._add_cooccurrence(item, seen)
         if event.event_type == EventType.RATING:
+            rated, ratings = self.ratings.row(user)
+            previous = self.weighting.rating_weight(ratings[rated == item]).sum()  # a new rating replaces the old
             self.ratings.update(user, item, float(event.rating))
+            self.popularity[item] += weight - previous
         else:
             self.events.update(user, item, weight)
+            self.popularity[item] += weight
         self.recent.append(user, item, weight, event.timestamp, event.event_type)
-        self.popularity[item] += weight
         self.trending.add(item, weight, event.timestamp)
         self.n_interactions += 1
         self.last_seq = max(self.last_seq, event.seq)
@@ -210,18 +308,37 @@ class InteractionData:
     def forget_user(self, user_id: str) -> int | None:
         """Empty the user's rows and recent events; their index, or None for an unknown user.
 
-        The id keeps its index, so the user is now like a newcomer with no history. Totals their
-        events added to (popularity, trending, n_interactions) keep them until the next rebuild.
+        The id keeps its index, so the user is now like a newcomer with no history. Their share of
+        popularity and co-occurrence is taken out exactly; of trending, their latest events' share;
+        n_interactions keeps counting them until the next fit.
         """
         user = self.users.get(user_id)
         if user is None:
             return None
+        items, weights = self.preference_row(user)
+        self.popularity[items] -= weights
+        seen = self.seen_items(user)
+        self.item_users[seen] -= 1
+        pairs = sp.csr_matrix((np.ones(len(seen)), (np.zeros(len(seen), np.int64), seen)), shape=(1, self.n_items))
+        together = (pairs.T @ pairs).tocsr()
+        together.setdiag(0.0)
+        self.cooccurrence.add(-together)
+        recent = self.recent.of(user)  # trending keeps only a decayed sum: the latest events are taken out
+        for item, weight, moment in zip(recent.items.tolist(), recent.weights.tolist(), recent.times.tolist()):
+            self.trending.add(item, -weight, moment)
         self.events = _without_row(self.events, user, "add")
         self.ratings = _without_row(self.ratings, user, "replace")
         self.recent.forget(user)
         self._preference = None
         self._memo, self._memo_version = {}, (-1, -1)  # n_interactions did not change: reset by hand
         return user
+
+    def _add_cooccurrence(self, item: int, others: np.ndarray) -> None:
+        """The user touched `item` for the first time: it now co-occurs with each of their other items."""
+        self.item_users[item] += 1
+        for other in others.tolist():  # the user's history: a few cells, never the whole matrix
+            self.cooccurrence.update(item, other, 1.0)
+            self.cooccurrence.update(other, item, 1.0)
 
     def memo(self, name: str, compute: Callable[[], Any], key: int | None = None) -> Any:
         """A value derived from the state (per user with `key`), computed again only after an event
@@ -270,6 +387,17 @@ class InteractionData:
             return items, weights
         keep = np.sort(np.argpartition(-weights, limit - 1)[:limit])
         return items[keep], weights[keep]
+
+    def preference_rows(self, users: np.ndarray, seen: bool = False, limit: int | None = None) -> sp.csr_matrix:
+        """The users' live rows as one len(users) x n_items CSR: preference weights, or 1 per seen item
+        with `seen`; with `limit`, only each user's `limit` strongest preferences."""
+        if seen:
+            rows = [(items, np.ones(len(items))) for items in map(self.seen_items, users.tolist())]
+        elif limit is not None:
+            rows = [self.strongest_preferences(user, limit) for user in users.tolist()]
+        else:
+            rows = [self.preference_row(user) for user in users.tolist()]
+        return stacked_rows(rows, self.n_items)
 
     def seen_items(self, user: int | None) -> np.ndarray:
         """Every item the user interacted with, liked or not: never recommended back."""

@@ -2,6 +2,7 @@
 
 Both fold a user in without a retrain: after an event the user's vector is solved again against
 the fixed item factors (a k x k least-squares problem), so the next answer reflects the event.
+Their learned factors are saved as plain arrays; the libraries are needed to fit, not to serve.
 """
 from __future__ import annotations
 
@@ -11,10 +12,18 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from surprise import SVD, Dataset, Reader
 
-from recommenders.base import Recommender
+from recommenders.base import Recommender, padded
 from recommenders.interaction_data import InteractionData
+from recommenders.persistence import Value
 
 SEED = 42
+
+
+def _grown(rows: np.ndarray, n: int, fill=0) -> np.ndarray:
+    """`rows` (a vector or a matrix) with at least n rows, new rows set to `fill`."""
+    if len(rows) >= n:
+        return rows
+    return np.concatenate([rows, np.full((n - len(rows), *rows.shape[1:]), fill, dtype=rows.dtype)])
 
 
 class ALSRecommender(Recommender):
@@ -26,9 +35,16 @@ class ALSRecommender(Recommender):
                  alpha: float = 2.0) -> None:
         self.model = AlternatingLeastSquares(factors=factors, regularization=regularization, iterations=iterations,
                                              alpha=alpha, random_state=SEED, num_threads=1)
-        self._fitted: dict[int, np.ndarray] = {}  # engine user -> vector from the fit
-        self._folded: dict[int, np.ndarray] = {}  # users whose vector was re-solved since the fit
-        self._n_items = 0
+        self.user_factors = np.zeros((0, factors), np.float32)  # engine user -> vector
+        self.solved = np.zeros(0, bool)  # users whose vector is in user_factors (fitted or folded in)
+
+    def params(self) -> dict:
+        return {"factors": self.model.factors, "regularization": self.model.regularization,
+                "iterations": self.model.iterations, "alpha": self.model.alpha}
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        return self.model.item_factors
 
     def fit(self, data: InteractionData) -> "ALSRecommender":
         """Fit in canonical order (users with events and all items, sorted by id), then map back."""
@@ -39,57 +55,93 @@ class ALSRecommender(Recommender):
         self.model.fit(confidence[users][:, items], show_progress=False)
         item_factors = np.empty_like(self.model.item_factors)
         item_factors[items] = self.model.item_factors
-        self.model.item_factors = item_factors  # engine item order; YtY does not depend on the order
-        self._fitted = dict(zip(users.tolist(), self.model.user_factors))
-        self._n_items = confidence.shape[1]
-        self._folded = {}
+        self._set_item_factors(item_factors)  # engine item order; YtY does not depend on the order
+        self.user_factors = np.zeros((data.n_users, self.model.factors), np.float32)
+        self.user_factors[users] = self.model.user_factors
+        self.solved = np.zeros(data.n_users, bool)
+        self.solved[users] = True
         return self
 
-    def fold_in(self, data: InteractionData, user: int) -> None:
-        """Re-solve the user's vector from their live row (called by the engine after each event)."""
-        self._folded[user] = self.model.recalculate_user(0, self._live_row(data, user))
+    def state(self) -> dict[str, Value]:
+        return {"item_factors": self.model.item_factors, "user_factors": self.user_factors, "solved": self.solved}
 
-    def score(self, data: InteractionData, user: int) -> np.ndarray:
-        vector = self._folded.get(user, self._fitted.get(user))
-        if vector is None:  # a user with no events at the fit: solve from the live row
-            vector = self.model.recalculate_user(0, self._live_row(data, user))
-        scores = np.zeros(data.n_items)
-        scores[: self._n_items] = np.maximum(self.model.item_factors @ vector, 0.0)
+    def restore(self, state: dict[str, Value]) -> None:
+        self._set_item_factors(state["item_factors"])
+        self.user_factors, self.solved = state["user_factors"], state["solved"]
+
+    def _set_item_factors(self, item_factors: np.ndarray) -> None:
+        self.model.item_factors = item_factors
+        self.model._YtY = None  # implicit caches Y^T Y for recalculate_user: computed again from these
+
+    def partial_fit_users(self, data: InteractionData, users: np.ndarray) -> None:
+        """Re-solve the users' vectors from their live rows (after their events)."""
+        self.user_factors = _grown(self.user_factors, data.n_users)
+        self.solved = _grown(self.solved, data.n_users, False)
+        self.user_factors[users] = self._solve(data, users)
+        self.solved[users] = True
+
+    def forget_users(self, data: InteractionData, users: np.ndarray) -> None:
+        self.partial_fit_users(data, users)  # solved from the now empty rows: zeros
+
+    def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
+        solved = users < len(self.solved)
+        solved[solved] = self.solved[users[solved]]
+        vectors = np.zeros((len(users), self.model.factors), np.float32)
+        vectors[solved] = self.user_factors[users[solved]]
+        if not solved.all():  # users with no events at the fit and none folded in: from their live rows
+            vectors[~solved] = self._solve(data, users[~solved])
+        return padded(np.maximum(vectors @ self.model.item_factors.T, 0.0).astype(np.float64), data.n_items)
+
+    def similar_items(self, data: InteractionData, items: np.ndarray) -> np.ndarray:
+        factors = self.model.item_factors
+        known = items < len(factors)
+        scores = np.zeros((len(items), data.n_items))
+        if known.any():
+            norms = np.linalg.norm(factors, axis=1)
+            query = factors[items[known]]
+            cosine = query @ factors.T / (norms[None, :] * np.linalg.norm(query, axis=1)[:, None] + 1e-9)
+            scores[known, :len(factors)] = np.maximum(cosine, 0.0)
         return scores
 
-    def similar_items(self, data: InteractionData, item: int) -> np.ndarray:
-        scores = np.zeros(data.n_items)
-        if item < self._n_items:
-            factors = self.model.item_factors
-            norms = np.linalg.norm(factors, axis=1) * np.linalg.norm(factors[item]) + 1e-9
-            scores[: self._n_items] = np.maximum(factors @ factors[item] / norms, 0.0)
-        return scores
-
-    def _live_row(self, data: InteractionData, user: int) -> sp.csr_matrix:
-        items, weights = data.preference_row(user)
-        known = items < self._n_items
-        return sp.csr_matrix((np.log1p(weights[known]).astype(np.float32), (np.zeros(known.sum(), np.int64), items[known])),
-                             shape=(1, self._n_items))
+    def _solve(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
+        n_items = len(self.model.item_factors)
+        rows = data.preference_rows(users)[:, :n_items].astype(np.float32)
+        rows.data = np.log1p(rows.data)
+        return self.model.recalculate_user(np.arange(len(users)), rows.tocsr())
 
 
-class SVDRatingModel:
+class SVDRatingModel(Recommender):
     """Rating prediction on the 1-5 scale: Surprise's SVD (Funk), biased, with its default settings.
 
-    A user who rated after the fit is folded in by ridge regression of their ratings (minus the
-    global mean and item biases) on the fixed item factors, with SVD's own regularisation.
+    Its score is the predicted rating of every item. A user whose ratings changed after the fit is
+    folded in by ridge regression of their ratings (minus the global mean and item biases) on the
+    fixed item factors, with SVD's own regularisation.
     """
 
-    def __init__(self) -> None:
-        self.model = SVD(random_state=SEED)
-        self._user_index: dict[int, int] = {}  # engine user -> SVD inner id
-        self._item_index = np.empty(0, np.int64)  # engine item -> SVD inner id, -1 if unrated at fit
-        self._folded: dict[int, tuple[float, np.ndarray]] = {}
+    name = "svd"
+
+    def __init__(self, factors: int = 100) -> None:
+        self.factors = factors
+        self.global_mean = np.nan  # NaN until a fit saw ratings
+        self.regularization = 0.02
+        self.item_bias = np.zeros(0)  # by engine item; items unrated at the fit have no terms
+        self.item_vectors = np.zeros((0, factors))
+        self.item_known = np.zeros(0, bool)
+        self.user_bias = np.zeros(0)  # by engine user
+        self.user_vectors = np.zeros((0, factors))
+        self.fingerprint = np.zeros((0, 2))  # (count, sum) of the ratings the user's terms were solved from
+
+    def params(self) -> dict:
+        return {"factors": self.factors}
 
     def fit(self, data: InteractionData) -> "SVDRatingModel":
         ratings = data.ratings.snapshot.tocoo()
-        self._folded = {}
+        self.global_mean = np.nan
+        self.item_known = np.zeros(data.n_items, bool)
+        self.user_bias, self.user_vectors = np.zeros(data.n_users), np.zeros((data.n_users, self.factors))
+        self.fingerprint = np.zeros((data.n_users, 2))
+        self.item_bias, self.item_vectors = np.zeros(data.n_items), np.zeros((data.n_items, self.factors))
         if ratings.nnz == 0:
-            self._item_index = np.full(data.n_items, -1, np.int64)
             return self
         frame = pd.DataFrame({"user": ratings.row, "item": ratings.col, "rating": ratings.data,
                               "user_id": data.users.ids_of(ratings.row), "item_id": data.items.ids_of(ratings.col)})
@@ -97,50 +149,77 @@ class SVDRatingModel:
         # sort by external ids so a restart, which numbers them differently, fits the same model.
         frame = frame.sort_values(["user_id", "item_id"], kind="stable")[["user", "item", "rating"]]
         train = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5))).build_full_trainset()
-        self.model.fit(train)
-        self._user_index = {int(train.to_raw_uid(inner)): inner for inner in train.all_users()}
-        self._item_index = np.full(data.n_items, -1, np.int64)
-        raw_items = np.array([train.to_raw_iid(inner) for inner in train.all_items()], dtype=np.int64)
-        self._item_index[raw_items] = np.arange(len(raw_items))
+        model = SVD(n_factors=self.factors, random_state=SEED).fit(train)
+        self.global_mean, self.regularization = float(train.global_mean), float(model.reg_pu)
+        users = np.array([train.to_raw_uid(inner) for inner in train.all_users()], dtype=np.int64)
+        items = np.array([train.to_raw_iid(inner) for inner in train.all_items()], dtype=np.int64)
+        self.user_bias[users], self.user_vectors[users] = model.bu, model.pu
+        self.item_bias[items], self.item_vectors[items], self.item_known[items] = model.bi, model.qi, True
+        self.fingerprint[users] = self._fingerprints(data, users)
         return self
 
-    def fold_in(self, data: InteractionData, user: int) -> None:
-        """Solve the user's bias and factors from their current ratings (after a new rating)."""
-        if self.model.__dict__.get("qi") is None:
-            return
-        items, values = data.user_ratings(user)
-        inner = self._inner_items(items)
-        known = inner >= 0
-        if not known.any():
-            return
-        q = self.model.qi[inner[known]]
-        target = values[known] - self.model.trainset.global_mean - self.model.bi[inner[known]]
-        design = np.hstack([np.ones((len(q), 1)), q])
-        regularised = design.T @ design + self.model.reg_pu * len(q) * np.eye(design.shape[1])
-        solution = np.linalg.solve(regularised, design.T @ target)
-        self._folded[user] = (float(solution[0]), solution[1:])
+    def state(self) -> dict[str, Value]:
+        return {"global_mean": self.global_mean, "regularization": self.regularization, "item_bias": self.item_bias,
+                "item_vectors": self.item_vectors, "item_known": self.item_known, "user_bias": self.user_bias,
+                "user_vectors": self.user_vectors, "fingerprint": self.fingerprint}
 
-    def predict(self, data: InteractionData, user: int, items: np.ndarray) -> np.ndarray:
-        """Predicted ratings for the items (clipped to 1-5); NaN before any fit on ratings."""
-        if self.model.__dict__.get("qi") is None:
-            return np.full(len(items), np.nan)
-        bias, vector = self._user_terms(user)
-        inner = self._inner_items(items)
-        known = inner >= 0
-        predictions = np.full(len(items), self.model.trainset.global_mean + bias)
-        predictions[known] += self.model.bi[inner[known]] + self.model.qi[inner[known]] @ vector
+    def restore(self, state: dict[str, Value]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def partial_fit_users(self, data: InteractionData, users: np.ndarray) -> None:
+        """Solve the bias and factors of users whose ratings changed (a view leaves them as they are)."""
+        self._grow(data)
+        changed = users[np.any(self._fingerprints(data, users) != self.fingerprint[users], axis=1)]
+        for user in changed.tolist():  # one small ridge solve per user who just rated
+            self._solve(data, user)
+
+    def forget_users(self, data: InteractionData, users: np.ndarray) -> None:
+        self._grow(data)
+        self.user_bias[users], self.user_vectors[users], self.fingerprint[users] = 0.0, 0.0, 0.0
+
+    def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
+        if np.isnan(self.global_mean):
+            return np.zeros((len(users), data.n_items))
+        fitted = users < len(self.user_bias)
+        bias, vectors = np.zeros(len(users)), np.zeros((len(users), self.factors))
+        bias[fitted], vectors[fitted] = self.user_bias[users[fitted]], self.user_vectors[users[fitted]]
+        item_terms = np.where(self.item_known, self.item_bias, 0.0)[None, :] + vectors @ self.item_vectors.T
+        predictions = self.global_mean + bias[:, None] + padded(item_terms, data.n_items)
         return np.clip(predictions, 1.0, 5.0)
 
-    def _user_terms(self, user: int) -> tuple[float, np.ndarray]:
-        if user in self._folded:
-            return self._folded[user]
-        inner = self._user_index.get(user)
-        if inner is None:
-            return 0.0, np.zeros(self.model.n_factors)
-        return float(self.model.bu[inner]), self.model.pu[inner]
+    def predict_ratings(self, data: InteractionData, user: int, items: np.ndarray) -> np.ndarray:
+        """Predicted ratings for the items (clipped to 1-5); NaN before any fit on ratings."""
+        if np.isnan(self.global_mean):
+            return np.full(len(items), np.nan)
+        bias = self.user_bias[user] if user < len(self.user_bias) else 0.0
+        vector = self.user_vectors[user] if user < len(self.user_vectors) else np.zeros(self.factors)
+        known = items < len(self.item_known)
+        known[known] = self.item_known[items[known]]
+        predictions = np.full(len(items), self.global_mean + bias)
+        predictions[known] += self.item_bias[items[known]] + self.item_vectors[items[known]] @ vector
+        return np.clip(predictions, 1.0, 5.0)
 
-    def _inner_items(self, items: np.ndarray) -> np.ndarray:
-        inner = np.full(len(items), -1, np.int64)
-        fitted = items < len(self._item_index)
-        inner[fitted] = self._item_index[items[fitted]]
-        return inner
+    def _solve(self, data: InteractionData, user: int) -> None:
+        items, values = data.user_ratings(user)
+        known = items < len(self.item_known)
+        known[known] = self.item_known[items[known]]
+        self.fingerprint[user] = self._fingerprints(data, np.array([user]))[0]
+        if not known.any() or np.isnan(self.global_mean):
+            return
+        q = self.item_vectors[items[known]]
+        target = values[known] - self.global_mean - self.item_bias[items[known]]
+        design = np.hstack([np.ones((len(q), 1)), q])
+        regularised = design.T @ design + self.regularization * len(q) * np.eye(design.shape[1])
+        solution = np.linalg.solve(regularised, design.T @ target)
+        self.user_bias[user], self.user_vectors[user] = solution[0], solution[1:]
+
+    def _grow(self, data: InteractionData) -> None:
+        self.user_bias = _grown(self.user_bias, data.n_users)
+        self.user_vectors = _grown(self.user_vectors, data.n_users)
+        self.fingerprint = _grown(self.fingerprint, data.n_users)
+
+    @staticmethod
+    def _fingerprints(data: InteractionData, users: np.ndarray) -> np.ndarray:
+        rows = [data.user_ratings(user)[1] for user in users.tolist()]
+        return np.array([(len(values), values.sum()) for values in rows], dtype=np.float64).reshape(-1, 2)

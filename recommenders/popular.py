@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recommenders.base import Recommender
+from recommenders.base import Recommender, padded
 from recommenders.interaction_data import InteractionData
 
 
@@ -18,8 +18,8 @@ class PopularityRecommender(Recommender):
     def fit(self, data: InteractionData) -> "PopularityRecommender":
         return self
 
-    def score(self, data: InteractionData, user: int | None = None) -> np.ndarray:
-        return np.log1p(data.popularity)
+    def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
+        return np.repeat(np.log1p(np.maximum(data.popularity, 0.0))[None, :], len(users), axis=0)
 
 
 class TrendingRecommender(Recommender):
@@ -30,6 +30,6 @@ class TrendingRecommender(Recommender):
     def fit(self, data: InteractionData) -> "TrendingRecommender":
         return self
 
-    def score(self, data: InteractionData, user: int | None = None) -> np.ndarray:
-        scores = data.trending.scores
-        return np.concatenate([scores, np.zeros(data.n_items - len(scores))]) if len(scores) < data.n_items else scores
+    def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
+        scores = padded(np.maximum(data.trending.scores, 0.0), data.n_items)
+        return np.repeat(scores[None, :], len(users), axis=0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from recommenders.base import candidate_mask, normalise
-from recommenders.collaborative import CollaborativeRecommender
+from recommenders.collaborative import CollaborativeBlend
 from recommenders.content_based import ContentRecommender
 from recommenders.event_based import EventBasedRecommender
 from recommenders.hybrid import rank_contributions
@@ -30,7 +30,7 @@ class RealtimeRecommender:
     """Not a fitted model of its own: it re-weights the engine's fitted components around a context."""
 
     def __init__(self, behavior: EventBasedRecommender, content: ContentRecommender,
-                 collaborative: CollaborativeRecommender) -> None:
+                 collaborative: CollaborativeBlend) -> None:
         self.behavior = behavior
         self.content = content
         self.collaborative = collaborative
@@ -42,11 +42,13 @@ class RealtimeRecommender:
         product_signals, user_signals = {}, {}
         if context_item is not None:
             candidates[context_item] = False
-            product_signals = {"behavior": self.behavior.score(data, None, context_item),
-                               "content": self.content.similar_items(data, context_item)}
+            product = np.array([context_item])
+            product_signals = {"behavior": self.behavior.similar_items(data, product)[0],
+                               "content": self.content.similar_items(data, product)[0]}
         if user is not None and len(data.seen_items(user)) > 0:
-            user_signals = {"behavior": self.behavior.score(data, user), "content": self.content.score(data, user),
-                            "collaborative": self.collaborative.score(data, user)}
+            users = np.array([user])
+            user_signals = {"behavior": self.behavior.score(data, users)[0], "content": self.content.score(data, users)[0],
+                            "collaborative": self.collaborative.score(data, users)[0]}
         groups = [(PRODUCT_SHARE, PRODUCT_WEIGHTS.get(event_type, PRODUCT_WEIGHTS[EventType.VIEW]), product_signals),
                   (1.0 - PRODUCT_SHARE, USER_WEIGHTS, user_signals)]
         contributions = _blend(groups, candidates)

@@ -105,6 +105,17 @@ class IncrementalMatrix:
         cells[column] = cells.get(column, 0.0) + value if self._combine == "add" else value
         self.resize(row + 1, column + 1)
 
+    def add(self, delta: sp.spmatrix) -> None:
+        """Add a whole sparse matrix at once ("add" only): for changes too wide for single cells."""
+        self.compact()
+        matrix = (self._snapshot + resized(sp.csr_matrix(delta), self._shape)).tocsr()
+        matrix.eliminate_zeros()
+        self._snapshot = matrix
+
+    def rows(self, rows: np.ndarray) -> sp.csr_matrix:
+        """Several rows as one len(rows) x n_columns CSR, including changes not yet compacted."""
+        return stacked_rows([self.row(row) for row in rows.tolist()], self._shape[1])
+
     def row(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """(column indices, values) of one row, including changes not yet compacted."""
         columns, values = self._snapshot_row(row)
@@ -146,6 +157,15 @@ class IncrementalMatrix:
     def _snapshot_row_dict(self, row: int) -> dict[int, float]:
         columns, values = self._snapshot_row(row)
         return dict(zip(columns.tolist(), values.tolist()))
+
+
+def stacked_rows(rows: list[tuple[np.ndarray, np.ndarray]], n_columns: int) -> sp.csr_matrix:
+    """(column indices, values) pairs, one per row, as a len(rows) x n_columns CSR."""
+    lengths = np.fromiter((len(columns) for columns, _ in rows), dtype=np.int64, count=len(rows))
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    columns = np.concatenate([c for c, _ in rows]) if rows else np.empty(0, np.int64)
+    values = np.concatenate([v for _, v in rows]).astype(np.float64) if rows else np.empty(0)
+    return sp.csr_matrix((values, columns, indptr), shape=(len(rows), n_columns))
 
 
 def resized(matrix: sp.csr_matrix, shape: tuple[int, int]) -> sp.csr_matrix:

@@ -13,10 +13,12 @@ from typing import Callable, Protocol
 
 from config import Settings
 from preprocess.demo_catalog import demo_interactions, demo_items, demo_user_ids
-from recommenders.engine import Engine, UnknownKeyError
+from recommenders.artifacts import Artifact, load_engine, newest_artifact, write_artifact
+from recommenders.engine import Engine, UnknownKeyError, anonymous_case
+from recommenders.registry import single_cases
 from recommenders.hybrid import HybridPolicy
 from recommenders.interaction_data import EventColumns, EventWeighting
-from recommenders.records import EventType, InteractionRecord, ItemRecord, Recommendation
+from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, Recommendation
 from service.errors import InvalidRequestError, NotFoundError
 from storage import Store, UnknownItemError
 from utils.cache import Cache, make_cache
@@ -39,51 +41,134 @@ class InteractionOutcome:
 
 
 class Notifier(Protocol):
-    """Where fresh recommendations go after an event (the Socket.IO rooms, in the web layer)."""
+    """Where fresh recommendations go after an event (this process's Socket.IO rooms, in the web layer)."""
+
+    def listening(self, user_id: str) -> bool: ...
 
     def push(self, user_id: str, payload: dict) -> None: ...
 
 
-class EventPublisher(Protocol):
-    """Tells the other server processes about a stored event or a deleted user (see service.event_bus)."""
+@dataclass
+class Applied:
+    """What a run of log entries changed here: whose answers to drop and whom to push to."""
 
-    def publish(self, event: InteractionRecord) -> None: ...
-
-    def publish_forget_user(self, user_id: str) -> None: ...
+    entries: int = 0
+    users: dict[str, tuple[str, str] | None] = field(default_factory=dict)  # user -> (item, event type) trigger
+    items: set[str] = field(default_factory=set)
 
 
 class RecommendationService:
+    """Store + engine + cache. The engine follows the store's log: every write is committed first,
+    then applied here through `catch_up`, in log order, exactly like the other processes apply it."""
+
     def __init__(self, settings: Settings, store: Store, engine: Engine, cache: Cache) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
         self.cache = cache
         self.notifier: Notifier | None = None
-        self.publisher: EventPublisher | None = None
+        self.model_version: str | None = None  # the artifact the engine was loaded from
         self.started_at = time.time()
-        # Held while an event is applied, a user forgotten and a retrained engine takes over, so no
-        # event or deletion reaches the old engine after the new one read the log.
-        self._swap_lock = threading.Lock()
-        # Users deleted since the running retrain began to read the log: its fit may hold them.
-        self._deleted_during_fit: set[str] = set()
+        # Held while log entries are applied and while a newly loaded engine takes over, so every
+        # entry reaches exactly one engine, once, in order.
+        self._apply_lock = threading.RLock()
 
     @classmethod
     def create(cls, settings: Settings) -> "RecommendationService":
-        """Open the store, seed the demo catalog into an empty one, and build the engine from it."""
+        """Open the store, seed the demo catalog into an empty one, load (or first train) the model."""
         store = Store(settings.database_url)
         if settings.load_demo_data and store.is_empty():
             seed_demo_data(store)
-        return cls(settings, store, build_engine(store, settings), make_cache(settings))
+        artifact = newest_artifact(settings.model_path)
+        if artifact is None or artifact.fitted_through_seq < (store.latest_checkpoint() or 0):
+            artifact = train(store, settings)  # first start, or a bulk load since: fit rather than replay
+        service = cls(settings, store, loaded_engine(store, settings, artifact), make_cache(settings))
+        service.model_version = artifact.version
+        return service
 
     def close(self) -> None:
         self.store.close()
 
+    # -- following the log ------------------------------------------------------------------
+    def catch_up(self, through_seq: int | None = None, limit: int = 1000) -> int:
+        """Apply every log entry after the engine's position (up to `through_seq`); returns how many.
+
+        Safe to call from anywhere at any time: entries already applied are skipped, so a request
+        that just wrote, the log follower and a model swap can all call it.
+        """
+        total = 0
+        while True:
+            with self._apply_lock:
+                entries = self.store.read_log(self.engine.position, limit)
+                applied = self._apply(entries)
+            self._after(applied)
+            total += applied.entries
+            if len(entries) < limit or (through_seq is not None and self.engine.position >= through_seq):
+                return total
+
+    def _apply(self, entries: list[LogEntry]) -> Applied:
+        applied = Applied()
+        for entry in entries:
+            if not self.engine.apply(entry):
+                continue
+            applied.entries += 1
+            if entry.kind == LogKind.EVENT:
+                applied.users[entry.event.user_id] = (entry.event.item_id, entry.event.event_type.value)
+            elif entry.kind == LogKind.FORGET_USER:
+                applied.users[entry.user_id] = None
+            else:
+                applied.items.add(entry.item.item_id)
+        return applied
+
+    def _after(self, applied: Applied) -> None:
+        """Drop the answers the entries changed and push fresh lists to this process's subscribers."""
+        for item_id in applied.items:
+            self.cache.invalidate("similar", item_id)
+        for user_id, trigger in applied.users.items():
+            self.cache.invalidate_user(user_id)
+            if trigger is None or self.notifier is None or not self.notifier.listening(user_id):
+                continue
+            item_id, event_type = trigger
+            fresh = self.engine.realtime_recommend(user_id, self.settings.default_count, item_id, EventType(event_type))
+            self.notifier.push(user_id, {
+                "user_id": user_id, "recommendations": [r.as_dict() for r in fresh],
+                "trigger": {"item_id": item_id, "event_type": event_type}, "generated_at": time.time()})
+
+    def load_model(self, artifact: Artifact, run: Callable[[Callable[[], Engine]], Engine] = lambda work: work()) -> dict:
+        """Load an artifact, bring it up to the live position from the log, and swap it in.
+
+        `run` does the expensive part (the server passes one that uses a native thread), while the
+        old engine keeps answering; the last entries are applied under the lock, so none is lost.
+        """
+        started = time.perf_counter()
+        fresh = run(lambda: loaded_engine(self.store, self.settings, artifact))
+        with self._apply_lock:
+            apply_log(self.store, fresh)
+            behind = self.engine.position - fresh.position
+            self.engine, self.model_version = fresh, artifact.version
+        self.cache.clear()  # answers from the old model: a fresh start would not give them
+        return {"version": artifact.version, "fitted_through_seq": artifact.fitted_through_seq,
+                "position": fresh.position, "skipped_ahead": max(-behind, 0),
+                "seconds": round(time.perf_counter() - started, 3)}
+
+    def retrain(self, run: Callable[[Callable[[], Engine]], Engine] = lambda work: work()) -> dict:
+        """Train in this process (the same job as `python main.py train`), then load the result."""
+        run(lambda: train(self.store, self.settings))
+        return self.check_for_new_model(run)
+
+    def check_for_new_model(self, run: Callable[[Callable[[], Engine]], Engine] = lambda work: work()) -> dict:
+        """Load the newest artifact in MODEL_DIR if it is not the one in use (a scheduled job)."""
+        artifact = newest_artifact(self.settings.model_path)
+        if artifact is None or artifact.version == self.model_version:
+            return {"version": self.model_version, "swapped": False}
+        return {**self.load_model(artifact, run), "swapped": True}
+
     # -- reads ------------------------------------------------------------------------------
     def recommendations(self, user_id: str | None, count: int, case: str = "hybrid", method: str | None = None,
                         product_id: str | None = None, category: str | None = None) -> RecommendationResult:
-        if user_id is None and case != "popular" and not (case == "content_based" and product_id):
+        if user_id is None and not anonymous_case(case, product_id):
             raise InvalidRequestError(f"user_id is required for case '{case}'"
-                                      + (" (or give product_id)" if case == "content_based" else ""))
+                                      + (" (or give product_id)" if case in single_cases() else ""))
         variant = ("recommend", case, method, product_id, category)
         if user_id is None:
             return self._cached("popular", variant, count,
@@ -106,36 +191,16 @@ class RecommendationService:
     # -- writes -----------------------------------------------------------------------------
     def record_interaction(self, user_id: str, item_id: str, event_type: EventType, rating: float | None = None,
                            timestamp: float | None = None, event_id: str | None = None) -> InteractionOutcome:
-        """Commit, apply to the model, drop the user's cache, and compute fresh recommendations."""
+        """Commit, apply to the model (through the log), and compute fresh recommendations."""
         record = InteractionRecord(user_id=user_id, item_id=item_id, event_type=event_type, rating=rating,
                                    timestamp=time.time() if timestamp is None else timestamp, event_id=event_id)
         try:
             stored, created = self.store.append_interaction(record)
         except UnknownItemError:
             raise NotFoundError("item", item_id) from None
-        if created:
-            self._apply(stored)
-            if self.publisher is not None:
-                self.publisher.publish(stored)
-        invalidated = self.cache.invalidate_user(user_id) or created
+        self.catch_up(stored.seq)
         fresh = self.engine.realtime_recommend(user_id, self.settings.default_count, item_id, event_type)
-        if self.notifier is not None:
-            self.notifier.push(user_id, {
-                "user_id": user_id, "recommendations": [r.as_dict() for r in fresh],
-                "trigger": {"item_id": item_id, "event_type": event_type.value}, "generated_at": time.time()})
-        return InteractionOutcome(stored, cache_invalidated=invalidated, duplicate=not created, recommendations=fresh)
-
-    def apply_remote_event(self, event: InteractionRecord) -> bool:
-        """An event another process stored: apply it here too (once), so any process answers any user."""
-        if self.engine.data.items.get(event.item_id) is None:
-            item = self.store.get_item(event.item_id)  # created on the other process since our fit
-            if item is None:
-                return False
-            self.engine.add_item(item)
-        applied = self._apply(event)
-        if applied:
-            self.cache.invalidate_user(event.user_id)
-        return applied
+        return InteractionOutcome(stored, cache_invalidated=created, duplicate=not created, recommendations=fresh)
 
     # -- catalog and users ------------------------------------------------------------------
     def list_items(self, category: str | None, limit: int, offset: int) -> tuple[list[ItemRecord], int]:
@@ -149,8 +214,7 @@ class RecommendationService:
 
     def upsert_item(self, item: ItemRecord) -> bool:
         created = self.store.upsert_item(item)
-        self.engine.add_item(item)
-        self.cache.invalidate("similar", item.item_id)
+        self.catch_up()
         return created
 
     def categories(self) -> list[tuple[str, int]]:
@@ -162,22 +226,13 @@ class RecommendationService:
         return created
 
     def delete_user(self, user_id: str) -> None:
-        """Erase the user (a privacy request): profile and events from the store, their cached answers,
-        their own model state in every process now (Engine.forget_user), and what they taught the
-        shared models at the next retrain, which reads the log without them. NotFoundError if unknown.
+        """Erase the user (a privacy request): profile and events from the store, and, through the log
+        entry the deletion writes, their state in every process's engine and their cached answers.
+        What they taught the fitted models goes at the next training. NotFoundError if unknown.
         """
         if not self.store.delete_user(user_id):
             raise NotFoundError("user", user_id)
-        self.forget_deleted_user(user_id)
-        if self.publisher is not None:
-            self.publisher.publish_forget_user(user_id)
-
-    def forget_deleted_user(self, user_id: str) -> None:
-        """Forget a user deleted from the store by this process or (through the event bus) another one."""
-        with self._swap_lock:
-            self.engine.forget_user(user_id)
-            self._deleted_during_fit.add(user_id)
-        self.cache.invalidate_user(user_id)
+        self.catch_up()
 
     def user_profile(self, user_id: str) -> dict:
         cached = self.cache.get("profiles", user_id)
@@ -196,32 +251,9 @@ class RecommendationService:
         return result
 
     # -- model maintenance (scheduled jobs) -------------------------------------------------
-    def retrain(self, run_fit: Callable[[Callable[[], Engine]], Engine] = lambda fit: fit()) -> dict:
-        """Fit a new engine on the log and swap it in; requests keep using the old one meanwhile.
-
-        `run_fit` runs the expensive part; the server passes one that uses a native thread so the
-        event loop keeps serving. Events stored while it fits are replayed into the new engine
-        under the swap lock, so none is lost and none is applied twice. Users deleted meanwhile are
-        forgotten first, as the fit may have read their events before the deletion (a user who also
-        came back during the fit loses their new events from the model until the next retrain).
-        """
-        with self._swap_lock:
-            self._deleted_during_fit.clear()
-        through = self.store.last_seq()
-        fresh = run_fit(lambda: build_engine(self.store, self.settings, through_seq=through, replay=False))
-        with self._swap_lock:
-            for user_id in self._deleted_during_fit:
-                fresh.forget_user(user_id)
-            replayed = sum(fresh.observe(event) for event in self.store.iter_interactions(after_seq=through))
-            self.engine = fresh
-        self.store.record_checkpoint(through, fresh.fit_seconds)
-        return {"fitted_through_seq": through, "replayed": int(replayed), "fit_seconds": round(fresh.fit_seconds, 3)}
-
     def compact(self) -> dict:
         """Fold recent single-event updates into the engine's snapshots (keeps reads fast)."""
-        pending = self.engine.stats()["pending_rows"]
-        self.engine.compact()
-        return {"compacted_rows": pending}
+        return {"compacted_rows": self.engine.compact()}
 
     def rebase_trending(self) -> dict:
         self.engine.rebase_trending()
@@ -235,7 +267,8 @@ class RecommendationService:
     def health(self) -> dict:
         store_ok = self.store.ping()
         return {"status": "ok" if store_ok else "degraded", "store": "ok" if store_ok else "unreachable",
-                "model": {"loaded": True, "version": self.engine.fitted_through_seq,
+                "model": {"loaded": True, "version": self.engine.fitted_through_seq, "artifact": self.model_version,
+                          "position": self.engine.position,
                           **{key: value for key, value in self.engine.stats().items()
                              if key in ("users", "items", "interactions")}},
                 "uptime_seconds": round(time.time() - self.started_at, 1)}
@@ -256,10 +289,6 @@ class RecommendationService:
     def _cached_for_user(self, user_id: str, variant, count: int, compute) -> RecommendationResult:
         return self._cached("recommendations", user_id, count, compute, variant)
 
-    def _apply(self, event: InteractionRecord) -> bool:
-        with self._swap_lock:
-            return self.engine.observe(event)
-
     def _compute(self, compute) -> list[Recommendation]:
         try:
             return compute(self.settings.max_count)
@@ -274,25 +303,29 @@ def seed_demo_data(store: Store) -> None:
     store.append_interactions(demo_interactions())
 
 
-def build_engine(store: Store, settings: Settings, through_seq: int | None = None, replay: bool = True) -> Engine:
-    """The engine fitted on the log up to `through_seq` (default: the latest checkpoint).
-
-    With `replay`, every later event then goes through the same `observe` path that applied it
-    live, so a restart rebuilds exactly the state the previous process had. The very first start
-    has no checkpoint: it fits on the whole log and records one.
-    """
-    weighting = EventWeighting(**settings.event_weights.model_dump())
-    policy = HybridPolicy(**settings.hybrid.model_dump())
-    first_start = through_seq is None and store.latest_checkpoint() is None
-    if through_seq is None:
-        through_seq = store.last_seq() if first_start else store.latest_checkpoint()
-    engine = Engine.build(store.all_items(), store.all_user_ids(),
-                          EventColumns.from_frame(store.interaction_frame(until_seq=through_seq)),
-                          weighting, policy, settings.collaborative.model_dump())
-    engine.fitted_through_seq = through_seq
-    if first_start:
-        store.record_checkpoint(through_seq, engine.fit_seconds)
-    if replay:
-        for event in store.iter_interactions(after_seq=through_seq):
-            engine.observe(event)
+def loaded_engine(store: Store, settings: Settings, artifact: Artifact) -> Engine:
+    """The artifact's engine with every later log entry applied: the state any process reaches."""
+    engine = load_engine(artifact, HybridPolicy(**settings.hybrid.model_dump()), settings.collaborative_weights)
+    apply_log(store, engine)
     return engine
+
+
+def apply_log(store: Store, engine: Engine, page: int = 1000) -> None:
+    """Apply the log after the engine's position, in order, to its end."""
+    while entries := store.read_log(engine.position, page):
+        for entry in entries:
+            engine.apply(entry)
+
+
+def train(store: Store, settings: Settings, on_component: Callable[[str], None] | None = None) -> Artifact:
+    """Fit a new engine on the whole log and write it as an artifact: `python main.py train` and the
+    serving process's scheduled retrain both come here."""
+    through = store.last_seq()
+    engine = Engine.build(store.all_items(), store.all_user_ids(),
+                          EventColumns.from_frame(store.interaction_frame(until_seq=through)),
+                          EventWeighting(**settings.event_weights.model_dump()),
+                          HybridPolicy(**settings.hybrid.model_dump()), settings.collaborative_weights, on_component)
+    engine.fitted_through_seq = engine.position = through
+    artifact = write_artifact(engine, settings.model_path, settings.model_keep)
+    store.record_checkpoint(through, engine.fit_seconds)
+    return artifact

@@ -15,6 +15,14 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+@pytest.fixture(autouse=True)
+def model_dir(tmp_path, monkeypatch):
+    """Every test trains into its own MODEL_DIR: an artifact belongs to one store."""
+    path = tmp_path / "models"
+    monkeypatch.setenv("MODEL_DIR", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """URL of a fresh PostgreSQL database for this test session (SQLAlchemy/psycopg 3 dialect)."""

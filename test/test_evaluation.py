@@ -194,7 +194,7 @@ def test_evaluate_on_a_generated_csv_writes_the_table_the_json_and_the_report(tm
     for name, result in document["results"].items():
         assert set(result) == keys and name in printed
         assert result["kind"] == ("reference" if name in REFERENCES else "ours")
-        assert (result["rmse"] is not None) == (name in ("surprise_svd", "user_based"))
+        assert (result["rmse"] is not None) == (name in ("surprise_svd", "user_based", "svd"))
     assert {"hybrid_weighted", "hybrid_adaptive", "hybrid_switching", *REFERENCES} <= set(document["results"])
     hybrid = document["fold_in"]["models"]["hybrid"]
     assert hybrid["full_retrain_ndcg@10"] > 0 and hybrid["fold_in_ndcg@10"] > 0

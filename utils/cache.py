@@ -12,11 +12,13 @@ process, so an interaction handled by one process drops the answers all of them 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
 import re
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Hashable
+from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 import redis
 from cachetools import TTLCache
@@ -26,6 +28,9 @@ from recommenders.records import Recommendation
 if TYPE_CHECKING:
     from config.settings import Settings
 
+log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT_SECONDS = 0.5
 USER_SCOPED = ("recommendations", "profiles")
 KINDS = ("recommendations", "profiles", "similar", "popular")
 
@@ -82,6 +87,12 @@ class RecommendationCache:
         with self._lock:
             self._caches[kind].pop(key, None)
 
+    def clear(self) -> None:
+        """Drop every cached answer (after a new model is swapped in); the counters stay."""
+        with self._lock:
+            for cache in self._caches.values():
+                cache.clear()
+
     def expire(self) -> None:
         """Drop expired entries now (TTLCache otherwise drops them lazily on access)."""
         with self._lock:
@@ -131,25 +142,60 @@ def _decode(raw: str | None) -> Any | None:
     return [Recommendation(**r) for r in value] if isinstance(value, list) else value
 
 
+def _tolerant(fallback: Any) -> Callable:
+    """Redis being down turns a cache call into a miss or a no-op (the answer is computed), never an error."""
+    def decorate(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def call(self: "RedisRecommendationCache", *args: Any, **kwargs: Any) -> Any:
+            try:
+                result = method(self, *args, **kwargs)
+            except redis.RedisError as error:
+                self._went_down(error)
+                return fallback
+            if self.down:
+                self._came_back()
+            return result
+        return call
+    return decorate
+
+
 class RedisRecommendationCache:
     """The same cache kept in Redis, shared by every server process that uses the same namespace.
 
     User-scoped kinds are one hash per (kind, user), `{ns}:{kind}:{user_id}`, one field per variant;
     the other kinds are plain keys `{ns}:{kind}:{json key}`. Hits and misses are counted in the hash
     `{ns}:stats`. Redis evicts by its own policy, so there is no entry limit here.
+
+    Redis is optional at run time: while it is unreachable every lookup is a miss and every write
+    is skipped, and when it answers again the namespace's answers are dropped, since invalidations
+    were lost meanwhile. Short timeouts keep a hung Redis from holding requests.
     """
 
     def __init__(self, redis_url: str, ttls: dict[str, int], namespace: str = "recs") -> None:
         self._ttls = dict(ttls)
         self._ns = namespace
-        self._redis = redis.Redis.from_url(redis_url, decode_responses=True)  # pooled; gevent-friendly
+        self._redis = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=REDIS_TIMEOUT_SECONDS,
+                                           socket_connect_timeout=REDIS_TIMEOUT_SECONDS)  # pooled; gevent-friendly
         self._get_and_count = self._redis.register_script(_GET_AND_COUNT)
+        self.down = False
 
+    def _went_down(self, error: redis.RedisError) -> None:
+        if not self.down:
+            log.warning("Redis cache unreachable, answering without it: %s", error)
+        self.down = True
+
+    def _came_back(self) -> None:
+        self.down = False
+        log.warning("Redis cache reachable again: dropping the answers cached before the outage")
+        self.clear()
+
+    @_tolerant(None)
     def get(self, kind: str, key: Hashable, variant: Hashable = None) -> Any | None:
         """The cached value or None; `variant` distinguishes answers within a user-scoped entry."""
         field = [_dump(variant)] if kind in USER_SCOPED else []
         return _decode(self._get_and_count(keys=[self._key(kind, key), self._stats_key], args=[kind, *field]))
 
+    @_tolerant(None)
     def put(self, kind: str, key: Hashable, value: Any, variant: Hashable = None) -> None:
         name, ttl = self._key(kind, key), self._ttls[kind]
         if kind not in USER_SCOPED:
@@ -162,16 +208,19 @@ class RedisRecommendationCache:
             pipe.expire(name, ttl, nx=True)
             pipe.execute()
 
+    @_tolerant(False)
     def invalidate_user(self, user_id: str) -> bool:
         """Drop everything cached for the user (one DEL); True if anything was there."""
         return self._redis.delete(*(self._key(kind, user_id) for kind in USER_SCOPED)) > 0
 
+    @_tolerant(None)
     def invalidate(self, kind: str, key: Hashable) -> None:
         self._redis.delete(self._key(kind, key))
 
     def expire(self) -> None:
         """Nothing to do: Redis drops expired keys itself. Kept so both caches share one interface."""
 
+    @_tolerant({kind: (0, 0) for kind in KINDS})
     def hit_counts(self) -> dict[str, tuple[int, int]]:
         """Cluster-wide (hits, misses) per kind in one HGETALL: cheap enough for a live dashboard."""
         counters = self._redis.hgetall(self._stats_key)
@@ -180,14 +229,20 @@ class RedisRecommendationCache:
 
     def stats(self) -> dict:
         """Cluster-wide counters; sizes come from SCAN, fine for /stats but never for a request path."""
-        return {kind: _kind_stats(hits, misses, self._count(f"{kind}:*"), None, self._ttls[kind])
+        return {kind: _kind_stats(hits, misses, self._size(kind), None, self._ttls[kind])
                 for kind, (hits, misses) in self.hit_counts().items()}
 
+    @_tolerant(0)
+    def _size(self, kind: str) -> int:
+        return self._count(f"{kind}:*")
+
+    @_tolerant(None)
     def clear(self) -> None:
-        """Delete every key of the namespace, counters included (for tests)."""
-        keys = list(self._redis.scan_iter(match=self._pattern("*"), count=1000))
-        if keys:
-            self._redis.delete(*keys)
+        """Drop every cached answer of the namespace (after a model swap or an outage); counters stay."""
+        for kind in KINDS:
+            keys = list(self._redis.scan_iter(match=self._pattern(f"{kind}:*"), count=1000))
+            if keys:
+                self._redis.delete(*keys)
 
     @property
     def _stats_key(self) -> str:

@@ -1,8 +1,10 @@
-"""Work the serving process does besides answering requests: scheduled jobs and the event bus.
+"""Work the serving process does besides answering requests: the log follower and scheduled jobs.
 
 Started by `python main.py serve` only (the CLI owns lifetimes); apps made in tests run none of it.
-Jobs run on Flask-APScheduler. The retrain's fit runs in a native thread so the gevent loop keeps
-answering while it works.
+Jobs run on Flask-APScheduler: `model_check` loads a newer artifact from MODEL_DIR when one
+appears; `retrain` (unless RETRAIN_INTERVAL_SECONDS=0) trains one in this process, the same job
+`python main.py train` runs. Fits and loads run in a native thread so the gevent loop keeps
+answering while they work.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Callable
 from flask import Flask, current_app
 from flask_apscheduler import APScheduler
 
-from service.event_bus import RedisEventBus
+from service.log_follower import LogFollower
 from web.context import SERVICE_KEY, SETTINGS_KEY
 
 log = logging.getLogger(__name__)
@@ -83,24 +85,30 @@ def current_job_runs() -> JobRuns | None:
     return current_app.extensions.get(JOBS_KEY)
 
 
-def start_background_work(app: Flask) -> APScheduler:
+def start_background_work(app: Flask) -> tuple[APScheduler, LogFollower]:
+    """The log follower and the scheduled jobs; the caller stops both."""
     service, settings = app.extensions[SERVICE_KEY], app.extensions[SETTINGS_KEY]
-    if settings.redis_url:
-        bus = RedisEventBus(settings.redis_url, channel=f"{settings.redis_namespace}:events")
-        service.publisher = bus
-        bus.start(service.apply_remote_event, service.forget_deleted_user)
+    follower = LogFollower(service).start()
     scheduler = APScheduler()
     scheduler.init_app(app)
     runs = app.extensions[JOBS_KEY] = JobRuns(scheduler)
     jobs = {
-        "retrain": (lambda: release_freed_memory(service.retrain(run_off_event_loop)),
-                    settings.retrain_interval_seconds),
+        "model_check": (lambda: _released(service.check_for_new_model(run_off_event_loop)),
+                        settings.model_check_seconds),
         "compact": (service.compact, settings.compact_interval_seconds),
         "cache_cleanup": (service.expire_cache, settings.cache_cleanup_interval_seconds),
         "trending": (service.rebase_trending, settings.trending_interval_seconds),
     }
+    if settings.retrain_interval_seconds > 0:  # 0: a separate `python main.py train` writes the models
+        jobs["retrain"] = (lambda: release_freed_memory(service.retrain(run_off_event_loop)),
+                           settings.retrain_interval_seconds)
     for name, (job, seconds) in jobs.items():
         scheduler.add_job(id=name, func=runs.recorded(name, job), trigger="interval", seconds=seconds,
                           max_instances=1, coalesce=True)
     scheduler.start()
-    return scheduler
+    return scheduler, follower
+
+
+def _released(result: dict) -> dict:
+    """Memory is worth handing back only after a swap left an engine behind."""
+    return release_freed_memory(result) if result.get("swapped") else result

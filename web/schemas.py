@@ -17,9 +17,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
+from recommenders import registry
+from recommenders.engine import anonymous_case
 from recommenders.records import EventType, ItemRecord
 
 ID_PATTERN = r"^[A-Za-z0-9_.:@+-]+$"  # ASCII: ids travel in URL paths
@@ -68,7 +71,17 @@ NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: refuse it here rather
 Category = Annotated[str, Field(strict=True, min_length=1, max_length=64, pattern=NO_NUL)]
 Text = Annotated[str, Field(strict=True, max_length=2000, pattern=NO_NUL)]
 BehaviourEvent = Annotated[Literal["view", "add_to_cart", "purchase"], AfterValidator(EventType)]
-Case = Literal["collaborative", "content_based", "hybrid", "behavior_based", "popular"]
+
+
+def _known_case(case: str) -> str:
+    """Cases come from the recommender registry, so one registered later is accepted too."""
+    if case not in registry.cases():
+        raise ValueError(f"case must be one of: {', '.join(registry.cases())}")
+    return case
+
+
+Case = Annotated[str, Field(strict=True), AfterValidator(_known_case),
+                 WithJsonSchema({"type": "string", "enum": list(registry.cases())})]
 HybridMethod = Literal["adaptive", "switching"]
 
 
@@ -112,9 +125,9 @@ class RecommendQuery(CountQuery):
     @classmethod
     def _user_needed_unless_anonymous_case(cls, user_id: str | None, info: ValidationInfo) -> str | None:
         case = info.data.get("case")
-        anonymous = case == "popular" or (case == "content_based" and info.data.get("product_id"))
-        if user_id is None and case is not None and not anonymous:
-            raise ValueError("user_id is required unless case=popular, or case=content_based with a product_id")
+        if user_id is None and case is not None and not anonymous_case(case, info.data.get("product_id")):
+            raise ValueError("user_id is required unless case=popular, or a single recommender's case "
+                             "(content_based, ...) with a product_id")
         return user_id
 
 

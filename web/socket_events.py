@@ -2,8 +2,8 @@
 
 Each user has a room; every connection registered as the user (several tabs) joins it, and the
 service's notifier emits `realtime_recommendation` to the room after each of the user's events.
-With REDIS_URL set, Flask-SocketIO relays emits through Redis, so the process that handled the
-event reaches subscribers connected to any other process.
+Every process applies every event from the store's log, so each one pushes to the subscribers
+connected to it, whichever process received the event: no message queue is needed.
 """
 from __future__ import annotations
 
@@ -51,6 +51,10 @@ class Subscriptions:
         with self._lock:
             self._users_by_sid.pop(sid, None)
 
+    def listening(self, user_id: str) -> bool:
+        with self._lock:
+            return any(user_id in users for users in self._users_by_sid.values())
+
     def count_push(self) -> None:
         with self._lock:
             self.pushes_sent += 1
@@ -63,11 +67,14 @@ class Subscriptions:
 
 
 class SocketIONotifier:
-    """The service's Notifier: emits to the user's room (on every process, through the message queue)."""
+    """The service's Notifier: emits to the user's room on this process."""
 
     def __init__(self, server: SocketIO, subscriptions: Subscriptions) -> None:
         self._server = server
         self._subscriptions = subscriptions
+
+    def listening(self, user_id: str) -> bool:
+        return self._subscriptions.listening(user_id)
 
     def push(self, user_id: str, payload: dict) -> None:
         self._server.emit("realtime_recommendation", payload, to=user_room(user_id))
