@@ -98,7 +98,7 @@ def _summary_text(summary: dict, path: Path) -> str:
         f"  bad rows:     {summary['bad_rows']:,}",
         *(f"  note: {note}" for note in summary["notes"]),
         f"  store now:    {store['users']:,} users, {store['items']:,} items, {store['interactions']:,} interactions",
-        ("The server fits the engine on the loaded rows when it next starts; a server already running "
-         "picks them up at its next scheduled retrain."),
+        ("Next: `python main.py train` fits a model on them (a server that starts trains one itself); a "
+         "server already running applies them from the log and swaps the new model in when it appears."),
     ]
     return "\n".join(lines)

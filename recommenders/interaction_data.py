@@ -180,6 +180,7 @@ class InteractionData:
             interactions = EventColumns.from_records(interactions)
         users, items_, types, ratings, times, seqs = _indexed(interactions, self.users, self.items)
         self.n_interactions = len(users)
+        self.user_events = np.bincount(users, minlength=len(self.users)).astype(np.int64)  # so forgetting is exact
         self.last_seq = int(seqs.max()) if len(seqs) else 0  # the store's sequence number applied last
         shape = (len(self.users), len(self.items))
         is_rating = types == TYPE_CODES[EventType.RATING]
@@ -223,7 +224,7 @@ class InteractionData:
             "popularity": self.popularity, "trending_scores": trending["scores"],
             "trending_reference": trending["reference"], "trending_half_life": trending["half_life"],
             "cooccurrence": self.cooccurrence.snapshot, "item_users": self.item_users,
-            "n_interactions": self.n_interactions, "last_seq": self.last_seq, "last_event_time": self.last_event_time,
+            "user_events": self.user_events, "n_interactions": self.n_interactions, "last_seq": self.last_seq, "last_event_time": self.last_event_time,
         }
 
     @classmethod
@@ -251,6 +252,7 @@ class InteractionData:
                                                     "half_life": state["trending_half_life"]})
         data.cooccurrence = IncrementalMatrix(state["cooccurrence"], "add")
         data.item_users = state["item_users"]
+        data.user_events = state["user_events"]
         data.n_interactions, data.last_seq = int(state["n_interactions"]), int(state["last_seq"])
         data.last_event_time = float(state["last_event_time"])
         return data
@@ -258,6 +260,8 @@ class InteractionData:
     # -- growth ---------------------------------------------------------------------------
     def add_user(self, user_id: str) -> int:
         index = self.users.add(user_id)
+        if index >= len(self.user_events):
+            self.user_events = np.append(self.user_events, np.zeros(index + 1 - len(self.user_events), np.int64))
         self.events.resize(len(self.users), len(self.items))
         self.ratings.resize(len(self.users), len(self.items))
         return index
@@ -301,6 +305,7 @@ class InteractionData:
         self.recent.append(user, item, weight, event.timestamp, event.event_type)
         self.trending.add(item, weight, event.timestamp)
         self.n_interactions += 1
+        self.user_events[user] += 1
         self.last_seq = max(self.last_seq, event.seq)
         self.last_event_time = max(self.last_event_time, event.timestamp)
         return user, item
@@ -309,8 +314,8 @@ class InteractionData:
         """Empty the user's rows and recent events; their index, or None for an unknown user.
 
         The id keeps its index, so the user is now like a newcomer with no history. Their share of
-        popularity and co-occurrence is taken out exactly; of trending, their latest events' share;
-        n_interactions keeps counting them until the next fit.
+        popularity, co-occurrence and n_interactions is taken out exactly; of trending, their latest
+        events' share.
         """
         user = self.users.get(user_id)
         if user is None:
@@ -326,6 +331,8 @@ class InteractionData:
         recent = self.recent.of(user)  # trending keeps only a decayed sum: the latest events are taken out
         for item, weight, moment in zip(recent.items.tolist(), recent.weights.tolist(), recent.times.tolist()):
             self.trending.add(item, -weight, moment)
+        self.n_interactions -= int(self.user_events[user])
+        self.user_events[user] = 0
         self.events = _without_row(self.events, user, "add")
         self.ratings = _without_row(self.ratings, user, "replace")
         self.recent.forget(user)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from surprise import SVD, Dataset, Reader
 

@@ -148,7 +148,8 @@ class RecommendationService:
             self.engine, self.model_version = fresh, artifact.version
         self.cache.clear()  # answers from the old model: a fresh start would not give them
         return {"version": artifact.version, "fitted_through_seq": artifact.fitted_through_seq,
-                "position": fresh.position, "skipped_ahead": max(-behind, 0),
+                "position": fresh.position, "replayed_through": fresh.position - artifact.fitted_through_seq,
+                "skipped_ahead": max(-behind, 0),
                 "seconds": round(time.perf_counter() - started, 3)}
 
     def retrain(self, run: Callable[[Callable[[], Engine]], Engine] = lambda work: work()) -> dict:

@@ -312,7 +312,7 @@ def test_load_command_loads_once_and_the_api_serves_the_data(tmp_path):
     assert first.returncode == 0, first.stderr
     assert "interactions: 36 loaded, 0 already in the store" in first.stdout
     assert "items:        10 upserted" in first.stdout and "bad rows:     0" in first.stdout
-    assert "next starts" in first.stdout
+    assert "python main.py train" in first.stdout
 
     again = run_cli("load", "--format", "csv", str(events), "--items", str(catalog), database_url=database_url)
     assert again.returncode == 0, again.stderr

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config import load_settings
 from web import create_app
+from web.extensions import socketio
 from web.background import JOBS_KEY, JobRuns
 from web.observability import LOG_HANDLER_NAME, configure_logging
 
@@ -94,17 +95,21 @@ def test_events_ingested_counts_only_stored_events(client):
 
 
 def test_live_figures_are_read_at_scrape_time(app, client):
+    subscriber = socketio.test_client(app)
+    subscriber.emit("register_user", {"user_id": "frank"})  # pushes go only to users someone listens for
     before = scrape(client)
     client.get("/similar/iphone")  # a miss, then a hit
     client.get("/similar/iphone")
     assert post_event(client, "frank", "cookbook") == 201
+    assert post_event(client, "nobody-listens", "cookbook") == 201
     after = scrape(client)
+    subscriber.disconnect()
 
     assert moved(before, after, "recs_cache_hits_total", kind="similar") == 1
     assert moved(before, after, "recs_cache_misses_total", kind="similar") == 1
     assert 0 < value(after, "recs_cache_hit_ratio", kind="similar") <= 1
     assert moved(before, after, "recs_pushes_sent_total") == 1
-    assert ("recs_connected_users", frozenset()) in after and ("recs_socketio_connections", frozenset()) in after
+    assert value(after, "recs_connected_users") == 1 and ("recs_socketio_connections", frozenset()) in after
     engine = app.extensions["recommendation_service"].engine
     assert value(after, "recs_model_version") == engine.fitted_through_seq > 0
     assert value(after, "recs_model_fitted_at_seconds") == pytest.approx(engine.fitted_at)
