@@ -42,11 +42,10 @@ def run_json(command: list[str], env: dict[str, str]) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+def memory_mib(pid: int) -> dict[str, float]:
+    """The process's resident memory now (VmRSS) and at its peak (VmHWM)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {name: int(fields[key].split()[0]) / 1024 for name, key in (("rss", "VmRSS"), ("peak", "VmHWM"))}
 
 
 def main() -> int:
@@ -65,16 +64,19 @@ def main() -> int:
     loads = [run_json([sys.executable, "-c", LOAD_SCRIPT], env) for _ in range(LOADS)]
     load_seconds = statistics.median(load["seconds"] for load in loads)
 
+    started = time.perf_counter()
     with ServerProcess(args.port, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as server:
+        serve_start_seconds = time.perf_counter() - started
         time.sleep(1.0)  # past start-up: the follower and the jobs are running
-        serve_rss = rss_mib(server.process.pid)
+        serve_memory = memory_mib(server.process.pid)
 
     record = {"bench": "train_and_load", "machine": machine_info(), "database_url": os.environ.get("DATABASE_URL"),
               "train": {**trained, "process_seconds": round(train_seconds, 2)},
               "artifact_mib": round(size_mib, 1), "load_seconds": round(load_seconds, 3),
               "load_peak_rss_mib": round(statistics.median(load["peak_rss_mib"] for load in loads), 1),
               "fit_to_load_ratio": round(trained["fit_seconds"] / load_seconds, 1),
-              "serve_rss_mib": round(serve_rss, 1)}
+              "serve_start_seconds": round(serve_start_seconds, 2),
+              "serve_rss_mib": round(serve_memory["rss"], 1), "serve_peak_rss_mib": round(serve_memory["peak"], 1)}
     print(format_table(["what", "figure"], [
         ["events / users / items", f"{trained['interactions']:,} / {trained['users']:,} / {trained['items']:,}"],
         ["train job (process, s)", f"{train_seconds:.1f}"],
@@ -83,7 +85,8 @@ def main() -> int:
         ["artifact size (MiB)", f"{size_mib:.1f}"],
         [f"artifact load, median of {LOADS} (s)", f"{load_seconds:.3f}"],
         ["fit / load", f"{record['fit_to_load_ratio']:.0f}x"],
-        ["serve RSS after start (MiB)", f"{serve_rss:.0f}"],
+        ["serve: start until healthy (s)", f"{serve_start_seconds:.1f}"],
+        ["serve RSS after start / peak (MiB)", f"{serve_memory['rss']:.0f} / {serve_memory['peak']:.0f}"],
     ]))
     write_results(args.out, record)
     return 0

@@ -223,7 +223,8 @@ class InteractionData:
             "recent_columns": recent["columns"], "recent_indptr": recent["indptr"],
             "popularity": self.popularity, "trending_scores": trending["scores"],
             "trending_reference": trending["reference"], "trending_half_life": trending["half_life"],
-            "cooccurrence": self.cooccurrence.snapshot, "item_users": self.item_users,
+            # counts are whole numbers: float32 holds them exactly below 2^24 users, at half the size
+            "cooccurrence": self.cooccurrence.snapshot.astype(np.float32), "item_users": self.item_users,
             "user_events": self.user_events, "n_interactions": self.n_interactions, "last_seq": self.last_seq, "last_event_time": self.last_event_time,
         }
 
@@ -250,7 +251,7 @@ class InteractionData:
         data.trending = TrendingCounter.from_state({"scores": state["trending_scores"],
                                                     "reference": state["trending_reference"],
                                                     "half_life": state["trending_half_life"]})
-        data.cooccurrence = IncrementalMatrix(state["cooccurrence"], "add")
+        data.cooccurrence = IncrementalMatrix(state["cooccurrence"].astype(np.float64), "add")
         data.item_users = state["item_users"]
         data.user_events = state["user_events"]
         data.n_interactions, data.last_seq = int(state["n_interactions"]), int(state["last_seq"])

@@ -90,20 +90,24 @@ class RecommendationService:
         self.store.close()
 
     # -- following the log ------------------------------------------------------------------
-    def catch_up(self, through_seq: int | None = None, limit: int = 1000) -> int:
-        """Apply every log entry after the engine's position (up to `through_seq`); returns how many.
+    def catch_up(self, written: LogEntry | None = None, limit: int = 1000) -> int:
+        """Apply every log entry after the engine's position; returns how many.
 
         Safe to call from anywhere at any time: entries already applied are skipped, so a request
-        that just wrote, the log follower and a model swap can all call it.
+        that just wrote, the log follower and a model swap can all call it. A request passes the entry
+        it has `written`: when that is the very next one, it is applied without reading the log.
         """
         total = 0
         while True:
             with self._apply_lock:
-                entries = self.store.read_log(self.engine.position, limit)
+                if written is not None and written.seq == self.engine.position + 1:
+                    entries = [written]  # the next entry, in hand: no need to read it back
+                else:
+                    entries = self.store.read_log(self.engine.position, limit)
                 applied = self._apply(entries)
             self._after(applied)
             total += applied.entries
-            if len(entries) < limit or (through_seq is not None and self.engine.position >= through_seq):
+            if len(entries) < limit or (written is not None and self.engine.position >= written.seq):
                 return total
 
     def _apply(self, entries: list[LogEntry]) -> Applied:
@@ -199,7 +203,9 @@ class RecommendationService:
             stored, created = self.store.append_interaction(record)
         except UnknownItemError:
             raise NotFoundError("item", item_id) from None
-        self.catch_up(stored.seq)
+        # A retry of a stored event_id applies nothing new, but may reach a process that has not yet
+        # applied the original: read the log to its end then.
+        self.catch_up(LogEntry(stored.seq, LogKind.EVENT, event=stored, user_id=stored.user_id) if created else None)
         fresh = self.engine.realtime_recommend(user_id, self.settings.default_count, item_id, event_type)
         return InteractionOutcome(stored, cache_invalidated=created, duplicate=not created, recommendations=fresh)
 
