@@ -306,18 +306,9 @@ def samples(engine: Engine, count: int, rng: np.random.Generator) -> list[Sample
     return [Sample(data.users.id_of(u), int(u), data.items.id_of(p)) for u, p in zip(users.tolist(), products.tolist())]
 
 
-def components(engine: Engine) -> dict[str, Recommender]:
-    """Every Recommender the engine holds, however deep, by name (the set grows as models are added)."""
-    found: dict[str, Recommender] = {}
-    pending = list(vars(engine).values())
-    while pending:
-        value = pending.pop(0)
-        if isinstance(value, dict):
-            pending += list(value.values())
-        elif isinstance(value, Recommender) and value.name not in found:
-            found[value.name] = value
-            pending += list(vars(value).values())
-    return found
+def components(engine: Engine) -> dict[str, object]:
+    """Every registered component the engine holds, then the blends it serves (all have `recommend`)."""
+    return {**engine.components, "collaborative": engine.collaborative, "hybrid": engine.hybrid}
 
 
 def latency_rows(engine: Engine) -> dict[str, Callable[[Sample], object]]:
@@ -330,7 +321,7 @@ def latency_rows(engine: Engine) -> dict[str, Callable[[Sample], object]]:
         "realtime_recommend": lambda s: engine.realtime_recommend(s.user_id, K, product_id=s.product_id),
         "similar_items": lambda s: engine.similar_items(s.product_id, K)}
     for name, component in components(engine).items():
-        rows[name] = functools.partial(lambda s, c: c.recommend(engine.data, s.user, K), c=component)
+        rows[name] = functools.partial(lambda s, c: c.recommend(engine.data, np.array([s.user]), K), c=component)
     return rows
 
 
@@ -422,10 +413,10 @@ def describe(engine: Engine) -> dict[str, Any]:
     data = engine.data
     return {"users": data.n_users, "items": data.n_items, "events": data.n_interactions,
             "user_item_pairs": int(data.preference_matrix().nnz), "categories": len(data.categories),
-            "ease_items_modelled": len(engine.collaborative.ease.modelled),
-            "item_based_similarity_nnz": int(engine.collaborative.item_based.similarity.nnz),
-            "behavior_cooccurrence_nnz": int(engine.behavior.cooccurrence.snapshot.nnz),
-            "content_features": int(engine.content.item_vectors.shape[1])}
+            "ease_items_modelled": len(engine.components["ease"].modelled),
+            "item_based_similarity_nnz": int(engine.components["item_based"].similarity.nnz),
+            "behavior_cooccurrence_nnz": int(engine.data.cooccurrence.snapshot.nnz),
+            "content_features": int(engine.components["content"].item_vectors.shape[1])}
 
 
 def print_scenario(record: dict[str, Any]) -> None:

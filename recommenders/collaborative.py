@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recommenders.base import Recommender, l2_rows, normalise_rows, padded, top_k_unseen
+from recommenders.base import Recommender, dot_rows, l2_rows, normalise_rows, padded, top_k_unseen
 from recommenders.interaction_data import HISTORY_SCORED, InteractionData
 from recommenders.persistence import Value
 
@@ -66,7 +66,7 @@ class UserBasedRecommender(Recommender):
         rows = data.preference_rows(users, limit=HISTORY_SCORED)[:, :n_fitted_items]
         if n_fitted_users == 0 or rows.nnz == 0:
             return sp.csr_matrix((len(users), n_fitted_users))
-        similarity = np.asarray((l2_rows(rows) @ self._by_item).todense())
+        similarity = dot_rows(l2_rows(rows), self._by_item)
         fitted = users < n_fitted_users
         similarity[np.flatnonzero(fitted), users[fitted]] = 0.0
         if n_fitted_users > self.neighbours:
@@ -76,8 +76,7 @@ class UserBasedRecommender(Recommender):
         return sp.csr_matrix(similarity)
 
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
-        neighbours = self.neighbours_of(data, users)
-        return padded(np.asarray((neighbours @ self._users).todense()), data.n_items)
+        return padded(dot_rows(self.neighbours_of(data, users), self._users), data.n_items)
 
     def predict_ratings(self, data: InteractionData, user: int, items: np.ndarray) -> np.ndarray:
         """Mean-centred neighbour prediction on the 1-5 scale; NaN where no neighbour rated the item."""
@@ -137,7 +136,7 @@ class ItemBasedRecommender(Recommender):
 
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
         rows = data.preference_rows(users)[:, :self.similarity.shape[0]]
-        return padded(np.asarray((rows @ self.similarity).todense()), data.n_items)
+        return padded(dot_rows(rows, self.similarity), data.n_items)
 
     def similar_items(self, data: InteractionData, items: np.ndarray) -> np.ndarray:
         known = np.minimum(items, max(self.similarity.shape[0] - 1, 0))

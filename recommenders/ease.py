@@ -8,6 +8,7 @@ popular `max_items` items are modelled (memory max_items^2 floats); the rest sco
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from recommenders.base import Recommender
 from recommenders.interaction_data import HISTORY_SCORED, InteractionData
@@ -22,6 +23,7 @@ class EaseRecommender(Recommender):
         self.max_items = max_items
         self.modelled = np.empty(0, np.int64)  # item indices with a row/column in `weights`
         self.weights = np.zeros((0, 0), np.float32)
+        self._derive()
 
     def params(self) -> dict:
         return {"l2": self.l2, "max_items": self.max_items}
@@ -39,6 +41,7 @@ class EaseRecommender(Recommender):
         weights = -inverse / np.diag(inverse)
         np.fill_diagonal(weights, 0.0)
         self.weights = weights.astype(np.float32)
+        self._derive()
         return self
 
     def state(self) -> dict[str, Value]:
@@ -46,18 +49,34 @@ class EaseRecommender(Recommender):
 
     def restore(self, state: dict[str, Value]) -> None:
         self.modelled, self.weights = state["modelled"], state["weights"]
+        self._derive()
+
+    def _derive(self) -> None:
+        """Item index -> row of `weights` (-1 where not modelled)."""
+        self.position = np.full(int(self.modelled.max()) + 1 if len(self.modelled) else 0, -1, np.int64)
+        self.position[self.modelled] = np.arange(len(self.modelled))
+
+    def _positions(self, items: np.ndarray) -> np.ndarray:
+        positions = np.full(len(items), -1, np.int64)
+        known = items < len(self.position)
+        positions[known] = self.position[items[known]]
+        return positions
 
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
-        rows = data.preference_rows(users, limit=HISTORY_SCORED)[:, self.modelled]
-        rows.data = np.ones_like(rows.data)
+        """Each user's binary live row (strongest preferences) times B, in B's float32: a float64
+        row would make scipy copy the whole items x items matrix on every call."""
+        rows = data.preference_rows(users, limit=HISTORY_SCORED).tocoo()
+        positions = self._positions(rows.col)
+        modelled = positions >= 0
+        liked = sp.csr_matrix((np.ones(modelled.sum(), np.float32), (rows.row[modelled], positions[modelled])),
+                              shape=(len(users), len(self.modelled)))
         scores = np.zeros((len(users), data.n_items))
-        scores[:, self.modelled] = np.maximum(rows @ self.weights, 0.0)
+        scores[:, self.modelled] = np.maximum(liked @ self.weights, 0.0)
         return scores
 
     def similar_items(self, data: InteractionData, items: np.ndarray) -> np.ndarray:
-        position = np.searchsorted(self.modelled, items)
-        modelled = (position < len(self.modelled)) & (self.modelled[np.minimum(position, len(self.modelled) - 1)] == items) \
-            if len(self.modelled) else np.zeros(len(items), bool)
+        positions = self._positions(items)
+        modelled = np.flatnonzero(positions >= 0)
         scores = np.zeros((len(items), data.n_items))
-        scores[np.ix_(np.flatnonzero(modelled), self.modelled)] = np.maximum(self.weights[position[modelled]], 0.0)
+        scores[np.ix_(modelled, self.modelled)] = np.maximum(self.weights[positions[modelled]], 0.0)
         return scores

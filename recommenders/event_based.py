@@ -47,7 +47,7 @@ class EventBasedRecommender(Recommender):
         columns = np.unique(queries.indices)
         if columns.size == 0:
             return np.zeros((queries.shape[0], data.n_items))
-        counts = data.cooccurrence.rows(columns)
+        counts = data.cooccurrence.rows(columns)  # only the queried items' rows, overlay included
         counts.resize((len(columns), data.n_items))
-        weighted = queries[:, columns] @ sp.diags(inverse[columns])
-        return np.asarray((weighted @ counts).todense()) * inverse[None, :]
+        weighted = queries[:, columns].toarray() * inverse[columns][None, :]
+        return np.asarray(counts.T @ weighted.T).T * inverse[None, :]

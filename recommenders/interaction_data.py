@@ -399,6 +399,11 @@ class InteractionData:
     def preference_rows(self, users: np.ndarray, seen: bool = False, limit: int | None = None) -> sp.csr_matrix:
         """The users' live rows as one len(users) x n_items CSR: preference weights, or 1 per seen item
         with `seen`; with `limit`, only each user's `limit` strongest preferences."""
+        if len(users) == 1:  # a request asks for one user's rows several times: build them once
+            return self.memo(f"rows:{seen}:{limit}", lambda: self._rows(users, seen, limit), key=int(users[0]))
+        return self._rows(users, seen, limit)
+
+    def _rows(self, users: np.ndarray, seen: bool, limit: int | None) -> sp.csr_matrix:
         if seen:
             rows = [(items, np.ones(len(items))) for items in map(self.seen_items, users.tolist())]
         elif limit is not None:

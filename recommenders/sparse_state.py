@@ -114,6 +114,10 @@ class IncrementalMatrix:
 
     def rows(self, rows: np.ndarray) -> sp.csr_matrix:
         """Several rows as one len(rows) x n_columns CSR, including changes not yet compacted."""
+        if rows.size and rows.max() < self._snapshot.shape[0] and not any(row in self._overlay for row in rows.tolist()):
+            picked = self._snapshot[rows]  # all in the snapshot: one C-level row gather
+            picked.resize((len(rows), self._shape[1]))
+            return picked
         return stacked_rows([self.row(row) for row in rows.tolist()], self._shape[1])
 
     def row(self, row: int) -> tuple[np.ndarray, np.ndarray]:

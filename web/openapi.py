@@ -24,6 +24,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Rule
 
 from config.settings import PROJECT_ROOT, Settings
+from recommenders import registry
 from web import auth, rate_limits
 from web import responses as answers
 from web.context import SETTINGS_KEY
@@ -67,7 +68,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Personalised recommendations; an unknown user gets popular items",
         {200: answers.UserRecommendations}, UserRecommendationsQuery),
     ("GET", "/recommend"): Operation(
-        "Recommendations by case (collaborative, content_based, hybrid, behavior_based, popular)",
+        f"Recommendations by case ({', '.join(registry.cases())}: the recommender registry)",
         {200: answers.CaseRecommendations}, RecommendQuery, not_found="unknown product or category"),
     ("GET", "/realtime-recommend"): Operation(
         "What to show next after a view, add-to-cart or purchase",
