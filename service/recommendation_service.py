@@ -56,6 +56,15 @@ class Applied:
     users: dict[str, tuple[str, str] | None] = field(default_factory=dict)  # user -> (item, event type) trigger
     items: set[str] = field(default_factory=set)
 
+    def note(self, entry: LogEntry) -> None:
+        self.entries += 1
+        if entry.kind == LogKind.EVENT:
+            self.users[entry.event.user_id] = (entry.event.item_id, entry.event.event_type.value)
+        elif entry.kind == LogKind.FORGET_USER:
+            self.users[entry.user_id] = None
+        else:
+            self.items.add(entry.item.item_id)
+
 
 class RecommendationService:
     """Store + engine + cache. The engine follows the store's log: every write is committed first,
@@ -113,15 +122,8 @@ class RecommendationService:
     def _apply(self, entries: list[LogEntry]) -> Applied:
         applied = Applied()
         for entry in entries:
-            if not self.engine.apply(entry):
-                continue
-            applied.entries += 1
-            if entry.kind == LogKind.EVENT:
-                applied.users[entry.event.user_id] = (entry.event.item_id, entry.event.event_type.value)
-            elif entry.kind == LogKind.FORGET_USER:
-                applied.users[entry.user_id] = None
-            else:
-                applied.items.add(entry.item.item_id)
+            if self.engine.apply(entry):
+                applied.note(entry)
         return applied
 
     def _after(self, applied: Applied) -> None:
@@ -147,10 +149,20 @@ class RecommendationService:
         started = time.perf_counter()
         fresh = run(lambda: loaded_engine(self.store, self.settings, artifact))
         with self._apply_lock:
-            apply_log(self.store, fresh)
-            behind = self.engine.position - fresh.position
+            # Entries past the old engine's position reach only the new one, so `_after` runs for
+            # them here: a writer's (or the follower's) catch_up will find them applied already.
+            old_position, missed = self.engine.position, Applied()
+            start = min(old_position, fresh.position)
+            while entries := self.store.read_log(start, 1000):
+                for entry in entries:
+                    fresh.apply(entry)
+                    if entry.seq > old_position:
+                        missed.note(entry)
+                start = entries[-1].seq
+            behind = old_position - fresh.position
             self.engine, self.model_version = fresh, artifact.version
         self.cache.clear()  # answers from the old model: a fresh start would not give them
+        self._after(missed)
         return {"version": artifact.version, "fitted_through_seq": artifact.fitted_through_seq,
                 "position": fresh.position, "replayed_through": fresh.position - artifact.fitted_through_seq,
                 "skipped_ahead": max(-behind, 0),
