@@ -1,4 +1,4 @@
-"""Persistence for users, items and interactions, behind the plain-record `Store` interface."""
-from storage.store import Store, UnknownItemError
+"""Persistence for users, items and the log (events and changes), behind the plain-record `Store` interface."""
+from storage.store import LogWakeup, Store, UnknownItemError
 
-__all__ = ["Store", "UnknownItemError"]
+__all__ = ["LogWakeup", "Store", "UnknownItemError"]

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from recommenders.records import EventType
+from recommenders.records import EventType, LogKind
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -64,7 +64,7 @@ class Item(Base):
 
 
 class Interaction(Base):
-    """The append-only event log; `seq` is its order, which incremental model updates follow."""
+    """The events of the log: EVENT entries, whose `seq` comes from the log's one counter."""
 
     __tablename__ = "interactions"
     __table_args__ = (
@@ -76,13 +76,13 @@ class Interaction(Base):
             or_(column("rating").is_(None), column("rating").between(1, 5)), name="ck_interactions_rating"
         ),
         Index("ix_interactions_user_seq", "user_id", "seq"),
-        # AUTOINCREMENT stops SQLite reusing the seq of deleted tail rows, which readers past it would miss.
-        {"sqlite_autoincrement": True},
     )
 
-    # SQLite only autoincrements an INTEGER PRIMARY KEY, so BIGINT would never be assigned there.
+    # Assigned from log_position, never by the database. Databases created before the log kept
+    # their AUTOINCREMENT / BIGSERIAL column, which takes explicit values just as well. On SQLite
+    # an INTEGER primary key is the rowid, so the table stays stored in seq order as it was.
     seq: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
     )
     event_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     user_id: Mapped[str] = mapped_column(String(64), ForeignKey("users.user_id"))
@@ -105,3 +105,37 @@ class ModelCheckpoint(Base):
     fitted_through_seq: Mapped[int] = mapped_column(BigInteger)
     fit_seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime]
+
+
+class LogPosition(Base):
+    """The log's sequence counter (one row, id 1), shared by events and changes.
+
+    A writer bumps it before its other writes and holds the row lock to commit, so on PostgreSQL
+    writers commit in seq order and every seq up to `last_seq` is already visible.
+    """
+
+    __tablename__ = "log_position"
+    __table_args__ = (CheckConstraint(column("id") == 1, name="ck_log_position_one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class LogChange(Base):
+    """The log's entries other than events: an item created or edited, a user deleted (`key` is the
+    item_id or user_id). The entry names what changed; readers take its current state."""
+
+    __tablename__ = "log_changes"
+    __table_args__ = (
+        CheckConstraint(
+            column("kind").in_([kind.value for kind in LogKind if kind is not LogKind.EVENT]),
+            name="ck_log_changes_kind",
+        ),
+    )
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime]

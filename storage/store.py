@@ -6,6 +6,8 @@ in the database. All SQL is built with SQLAlchemy Core, hence parameterised.
 """
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from itertools import islice
@@ -13,17 +15,26 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
+import psycopg
+from psycopg import sql
 from sqlalchemy import (
     Connection,
     Engine,
     Row,
     Select,
+    Text,
+    URL,
+    bindparam,
+    cast,
     create_engine,
     delete,
     event,
     func,
     insert,
+    literal,
+    null,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -31,8 +42,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from recommenders.records import EventType, InteractionRecord, ItemRecord, UserRecord
-from storage.schema import Base, Interaction, Item, ModelCheckpoint, User
+from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, UserRecord
+from storage.schema import Base, Interaction, Item, LogChange, LogPosition, ModelCheckpoint, User
 
 # Upserts need the dialect's INSERT ... ON CONFLICT; these are the backends the store supports.
 _DIALECT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
@@ -48,8 +59,20 @@ _SQLITE_PRAGMAS = (
 _ITEM_FIELDS = ("name", "category", "brand", "description", "tags", "price", "updated_at")
 
 # Any fixed number: PostgreSQL advisory-lock key that every process agrees on.
-_APPEND_LOCK_KEY = 0x5EC5_0002
 _SCHEMA_LOCK_KEY = 0x5EC5_0001
+
+# PostgreSQL NOTIFY channel of the log; the payload is the newest seq, as text.
+LOG_CHANNEL = "recommendation_log"
+
+# Built once: building the UPDATE took 100 us a call, running it 15 us (SQLite). On PostgreSQL the
+# NOTIFY rides in its RETURNING: a separate SELECT pg_notify(...) made an append 7-12% slower.
+_BUMP = (
+    update(LogPosition)
+    .where(LogPosition.id == 1)
+    .values(last_seq=LogPosition.last_seq + bindparam("n"))
+    .returning(LogPosition.last_seq)
+)
+_BUMP_AND_NOTIFY = _BUMP.returning(func.pg_notify(LOG_CHANNEL, cast(LogPosition.last_seq, Text)))
 
 _S = TypeVar("_S", bound=Select[Any])
 _T = TypeVar("_T")
@@ -64,7 +87,7 @@ class UnknownItemError(LookupError):
 
 
 class Store:
-    """Reads and writes users, items and the interaction log; safe to share between threads."""
+    """Reads and writes users, items and the log (events and changes); safe to share between threads."""
 
     def __init__(self, url: str) -> None:
         self._engine = _create_engine(url)
@@ -72,6 +95,7 @@ class Store:
         with self._engine.begin() as conn:
             _lock_schema(conn)
             Base.metadata.create_all(conn)
+            _start_log_position(conn)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -91,17 +115,22 @@ class Store:
             return conn.execute(select(Item.item_id).limit(1)).first() is None
 
     def upsert_item(self, item: ItemRecord) -> bool:
-        """Insert-or-nothing, then update: tells created from updated even when two writers race."""
-        row = _item_row(item, _utc_now())
+        """Insert-or-nothing, then update: tells created from updated even when two writers race.
+        Logs an ITEM entry in the same transaction."""
+        now = _utc_now()
+        row = _item_row(item, now)
         with self._engine.begin() as conn:
+            seq = _reserve_seqs(conn, 1)
             insert_new = self._insert(Item).values(row).on_conflict_do_nothing(index_elements=[Item.item_id])
             created = conn.execute(insert_new.returning(Item.item_id)).first() is not None
             if not created:
                 conn.execute(update(Item).where(Item.item_id == item.item_id).values(row))
+            conn.execute(insert(LogChange).values(_change_row(seq, LogKind.ITEM, item.item_id, now)))
         return created
 
     def upsert_items(self, items: Iterable[ItemRecord]) -> int:
-        """Bulk upsert in one executemany; a repeated item_id counts once and its last version wins."""
+        """Bulk upsert in one executemany; a repeated item_id counts once and its last version wins.
+        Logs one ITEM entry per distinct item in the same transaction."""
         now = _utc_now()
         rows = list({item.item_id: _item_row(item, now) for item in items}.values())
         if not rows:
@@ -111,7 +140,10 @@ class Store:
             index_elements=[Item.item_id], set_={name: stmt.excluded[name] for name in _ITEM_FIELDS}
         )
         with self._engine.begin() as conn:
+            first = _reserve_seqs(conn, len(rows))
             conn.execute(stmt, rows)
+            conn.execute(insert(LogChange), [_change_row(first + n, LogKind.ITEM, row["item_id"], now)
+                                             for n, row in enumerate(rows)])
         return len(rows)
 
     def get_item(self, item_id: str) -> ItemRecord | None:
@@ -162,10 +194,17 @@ class Store:
             return list(conn.execute(select(User.user_id).order_by(User.user_id)).scalars())
 
     def delete_user(self, user_id: str) -> bool:
-        """Removes the user with their history in one transaction (e.g. a GDPR erasure)."""
-        with self._engine.begin() as conn:
+        """Removes the user with their history in one transaction (e.g. a GDPR erasure), logging a
+        FORGET_USER entry there. An unknown user writes nothing: leaving without a commit rolls
+        back, and the reserved seq goes back unseen."""
+        with self._engine.connect() as conn:
+            seq = _reserve_seqs(conn, 1)
             conn.execute(delete(Interaction).where(Interaction.user_id == user_id))
-            return conn.execute(delete(User).where(User.user_id == user_id)).rowcount == 1
+            if conn.execute(delete(User).where(User.user_id == user_id)).rowcount != 1:
+                return False
+            conn.execute(insert(LogChange).values(_change_row(seq, LogKind.FORGET_USER, user_id, _utc_now())))
+            conn.commit()
+        return True
 
     # --- interactions ---
 
@@ -174,18 +213,19 @@ class Store:
 
         A retry with an already stored event_id returns the first record and writes nothing.
         ON CONFLICT DO NOTHING makes that safe against a concurrent writer of the same event_id:
-        PostgreSQL waits for the other transaction, SQLite serialises writers.
+        PostgreSQL waits for the other transaction, SQLite serialises writers. The retry leaves
+        without a commit, so its reserved seq goes back unseen and wakes no one.
         """
         now = _utc_now()
         try:
-            with self._engine.begin() as conn:
-                _serialise_appends(conn)
+            with self._engine.connect() as conn:
                 if conn.execute(select(Item.item_id).where(Item.item_id == rec.item_id)).first() is None:
                     raise UnknownItemError(rec.item_id)
+                seq = _reserve_seqs(conn, 1)
                 self._ensure_users(conn, [rec.user_id], now)
                 stmt = (
                     self._insert(Interaction)
-                    .values(_interaction_row(rec, now))
+                    .values(_interaction_row(rec, seq, now))
                     .on_conflict_do_nothing(index_elements=[Interaction.event_id])
                     .returning(Interaction)
                 )
@@ -193,6 +233,7 @@ class Store:
                 if stored is None:
                     earlier = select(Interaction).where(Interaction.event_id == rec.event_id)
                     return _interaction(conn.execute(earlier).one()), False
+                conn.commit()
         except IntegrityError as exc:
             if self.get_item(rec.item_id) is None:  # the foreign key caught what the check could not
                 raise UnknownItemError(rec.item_id) from exc
@@ -203,23 +244,26 @@ class Store:
         """Bulk load for data loaders: all or nothing, in one transaction of executemany batches.
 
         Missing users are created; every item must exist (UnknownItemError otherwise). The item
-        ids are read once up front, so the check costs a set lookup per row.
+        ids are read once up front, so the check costs a set lookup per row. The rows get
+        consecutive seqs in input order: each batch reserves its own, and the counter row stays
+        locked from the first batch to the commit, so no other writer takes one in between.
         """
         now = _utc_now()
         inserted = 0
         try:
             with self._engine.begin() as conn:
-                _serialise_appends(conn)
                 known_items = set(conn.execute(select(Item.item_id)).scalars())
                 known_users: set[str] = set()
                 for batch in _batched(recs, batch_size):
                     unknown = next((rec.item_id for rec in batch if rec.item_id not in known_items), None)
                     if unknown is not None:
                         raise UnknownItemError(unknown)
+                    first = _reserve_seqs(conn, len(batch))
                     new_users = {rec.user_id for rec in batch} - known_users
                     self._ensure_users(conn, new_users, now)
                     known_users |= new_users
-                    conn.execute(insert(Interaction), [_interaction_row(rec, now) for rec in batch])
+                    rows = [_interaction_row(rec, first + n, now) for n, rec in enumerate(batch)]
+                    conn.execute(insert(Interaction), rows)
                     inserted += len(batch)
         except IntegrityError as exc:
             raise _rejected(exc) from exc
@@ -287,8 +331,40 @@ class Store:
             return conn.execute(stmt).scalar_one_or_none()
 
     def last_seq(self) -> int:
+        """The log position: the newest seq committed, whatever its kind. Every entry up to it is
+        readable, or gone for good (a deleted user's events)."""
         with self._engine.connect() as conn:
-            return conn.execute(select(func.coalesce(func.max(Interaction.seq), 0))).scalar_one()
+            return conn.execute(select(LogPosition.last_seq).where(LogPosition.id == 1)).scalar_one()
+
+    # --- the log: events, item changes and user deletions in one seq order ---
+
+    def read_log(self, after_seq: int, limit: int = 1000) -> list[LogEntry]:
+        """The entries with seq > after_seq, in seq order, at most `limit`: what a tailing process
+        applies next. Seqs may have gaps. An ITEM entry carries the item as it is now, so an item
+        edited twice shows its latest version twice; one whose row is missing is skipped."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(_log_page(after_seq, limit)).all()
+            item_ids = {row.item_id for row in rows if row.kind == LogKind.ITEM.value}
+            items = {} if not item_ids else {
+                row.item_id: _item(row) for row in conn.execute(select(Item).where(Item.item_id.in_(item_ids)))
+            }
+        entries = []
+        for row in rows:
+            kind = LogKind(row.kind)
+            if kind is LogKind.EVENT:
+                entries.append(LogEntry(row.seq, kind, event=_interaction(row), user_id=row.user_id))
+            elif kind is LogKind.FORGET_USER:
+                entries.append(LogEntry(row.seq, kind, user_id=row.user_id))
+            elif row.item_id in items:
+                entries.append(LogEntry(row.seq, kind, item=items[row.item_id]))
+        return entries
+
+    def log_wakeup(self, poll_seconds: float) -> LogWakeup:
+        """A waiter for new log entries, for one tailing loop: PostgreSQL wakes it on commit (LISTEN),
+        SQLite has no notifications, so there it sleeps `poll_seconds` at most."""
+        url = self._engine.url
+        conninfo = None if url.get_backend_name() == "sqlite" else _libpq_conninfo(url)
+        return LogWakeup(conninfo, poll_seconds)
 
     def counts(self) -> dict[str, int]:
         """All three counts in one statement, so they come from the same moment."""
@@ -305,6 +381,66 @@ class Store:
             return 0
         stmt = self._insert(User).on_conflict_do_nothing(index_elements=[User.user_id])
         return len(conn.execute(stmt.returning(User.user_id), rows).all())
+
+
+class LogWakeup:
+    """Waits until new log entries may have been committed, for one tailing loop (not shared).
+
+    Create it before the first read of the log, then wait whenever caught up. On PostgreSQL it
+    LISTENs on its own autocommit connection, so a commit in any process wakes it at once; SQLite
+    has no notifications, so there it sleeps. A wake-up only means "read the log from your
+    position": a spurious one costs a query, a missed one at most the timeout.
+    """
+
+    def __init__(self, conninfo: str | None, poll_seconds: float) -> None:
+        self._conninfo = conninfo
+        self._poll_seconds = poll_seconds
+        self._conn = None if conninfo is None else self._listen(poll_seconds)
+
+    def wait(self, timeout: float) -> bool:
+        """True as soon as an entry is committed, False after `timeout` without one. Never raises:
+        when the database is unreachable it waits out the timeout and reconnects on a later call."""
+        if self._conninfo is None:
+            time.sleep(min(timeout, self._poll_seconds))
+            return False
+        deadline = time.monotonic() + timeout
+        if self._conn is None:
+            self._conn = self._listen(timeout)
+            if self._conn is not None:
+                return True  # entries committed while nobody listened went unannounced
+        else:
+            try:
+                if list(self._conn.notifies(timeout=timeout, stop_after=1)):
+                    list(self._conn.notifies(timeout=0))  # the rest pending: one read of the log covers them
+                    return True
+                return False
+            except psycopg.Error:  # the server went away (restart, network)
+                self.close()
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _listen(self, timeout: float) -> psycopg.Connection | None:
+        try:
+            # libpq's connect_timeout is whole seconds, 2 at least.
+            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=max(2, math.ceil(timeout)))
+        except psycopg.Error:
+            return None
+        try:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(LOG_CHANNEL)))
+        except psycopg.Error:
+            conn.close()
+            return None
+        return conn
+
+
+def _libpq_conninfo(url: URL) -> str:
+    """The SQLAlchemy URL as a libpq connection URI, for a connection outside the engine's pool."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _create_engine(url: str) -> Engine:
@@ -342,20 +478,60 @@ def _lock_schema(conn: Connection) -> None:
         conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
 
 
-def _serialise_appends(conn: Connection) -> None:
-    """Make commit order equal seq order, so every seq <= last_seq() is already visible.
+def _start_log_position(conn: Connection) -> None:
+    """Creates the log counter if missing (a new database, or one from before the log), past every
+    seq already used: the rows', and a checkpoint's, which may name the seq of deleted rows."""
+    if conn.execute(select(LogPosition.id)).first() is not None:
+        return
+    used = (Interaction.seq, LogChange.seq, ModelCheckpoint.fitted_through_seq)
+    highest = max(conn.execute(select(func.max(column))).scalar_one() or 0 for column in used)
+    conn.execute(insert(LogPosition).values(id=1, last_seq=highest))
 
-    PostgreSQL hands out seqs at insert time and transactions may commit out of order; a model
-    rebuild reading "everything up to seq N" would then miss a late commit below N. SQLite already
-    admits one writer at a time. The lock is held to the end of the (short) transaction.
+
+def _reserve_seqs(conn: Connection, n: int) -> int:
+    """Takes the next n seqs of the log for this transaction; returns the first.
+
+    Call it before the transaction's other writes. Commit order must equal seq order, so that
+    every seq <= last_seq() is already visible: a model rebuild reading "everything up to seq N",
+    or a process tailing the log, would otherwise miss a late commit below N. On PostgreSQL the
+    counter's row lock, held to commit, makes the next writer wait (it replaced an advisory lock
+    that did only that); taking it first keeps writers from deadlocking on the rows they write
+    next. SQLite admits one writer at a time anyway. PostgreSQL also wakes the log's listeners:
+    NOTIFY is delivered at commit, and not at all on rollback.
     """
-    if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_advisory_xact_lock(_APPEND_LOCK_KEY)))
+    bump = _BUMP_AND_NOTIFY if conn.dialect.name == "postgresql" else _BUMP
+    return conn.execute(bump, {"n": n}).scalar_one() - n + 1
+
+
+def _log_page(after_seq: int, limit: int) -> Select[Any]:
+    """One page of the log: events and changes merged by seq, in the columns `_interaction` reads.
+    A change's key fills both user_id and item_id; which one it is depends on its kind.
+
+    Both backends then merge the two primary-key scans and stop at `limit`. PostgreSQL 15 does
+    that only with the seq filter on the union, not on each arm (filtering the arms, it sorted
+    every later row: 27 ms instead of 0.3 ms for a page of 1,000 from the middle of 300,000
+    events). SQLite does it only when the arms' columns have the same affinity, hence the casts.
+    """
+    event_only = (Interaction.event_type, Interaction.rating, Interaction.occurred_at, Interaction.event_id)
+    events = select(
+        Interaction.seq, cast(literal(LogKind.EVENT.value), LogChange.kind.type).label("kind"),
+        Interaction.user_id, Interaction.item_id, *event_only,
+    )
+    changes = select(
+        LogChange.seq, LogChange.kind, LogChange.key.label("user_id"), LogChange.key.label("item_id"),
+        *(cast(null(), column.type).label(column.name) for column in event_only),
+    )
+    log = union_all(events, changes).subquery("log")
+    return select(log).where(log.c.seq > after_seq).order_by(log.c.seq).limit(limit)
 
 
 def _rejected(exc: IntegrityError) -> ValueError:
     """A constraint the caller broke: a rating outside 1..5, or (bulk loads do not dedupe) a stored event_id."""
     return ValueError(f"interaction rejected by the database: {exc.orig}")
+
+
+def _change_row(seq: int, kind: LogKind, key: str, now: datetime) -> dict[str, Any]:
+    return {"seq": seq, "kind": kind.value, "key": key, "recorded_at": now}
 
 
 def _utc_now() -> datetime:
@@ -392,8 +568,9 @@ def _item(row: Row[Any]) -> ItemRecord:
     )
 
 
-def _interaction_row(rec: InteractionRecord, now: datetime) -> dict[str, Any]:
+def _interaction_row(rec: InteractionRecord, seq: int, now: datetime) -> dict[str, Any]:
     return {
+        "seq": seq,
         "event_id": rec.event_id,
         "user_id": rec.user_id,
         "item_id": rec.item_id,

@@ -90,7 +90,7 @@ def test_append_round_trip_creates_user(catalog):
 
 
 def test_seq_strictly_increasing(catalog):
-    assert catalog.last_seq() == 0
+    assert catalog.last_seq() == 3  # the catalog's three ITEM entries
     seqs = [catalog.append_interaction(view(f"u{n % 2}"))[0].seq for n in range(5)]
     assert all(a < b for a, b in zip(seqs, seqs[1:]))
     assert catalog.last_seq() == seqs[-1]
