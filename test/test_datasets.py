@@ -6,6 +6,7 @@ malformed rows a real export can have.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -329,6 +330,29 @@ def test_load_command_loads_once_and_the_api_serves_the_data(tmp_path):
         assert len(recommendations) == 3
         assert {rec["strategy"] for rec in recommendations} - {"popular"}
         assert {rec["item"] for rec in recommendations}.isdisjoint({"book-1", "book-2", "book-3"})  # seen
+    finally:
+        app.extensions["recommendation_service"].close()
+
+
+def test_train_command_writes_the_artifact_a_server_then_loads_without_fitting(tmp_path, model_dir):
+    events, catalog = shop_files(tmp_path)
+    database_url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert run_cli("load", "--format", "csv", str(events), "--items", str(catalog), database_url=database_url).returncode == 0
+
+    trained = run_cli("train", database_url=database_url)  # no terminal: one JSON line, no progress bar
+    assert trained.returncode == 0, trained.stderr
+    summary = json.loads(trained.stdout)
+    assert (summary["users"], summary["items"], summary["interactions"]) == (6, 10, 36)
+    store = Store(database_url)
+    assert summary["fitted_through_seq"] == store.last_seq()
+    store.close()
+    assert Path(summary["artifact"]).parent == model_dir and (Path(summary["artifact"]) / "manifest.json").is_file()
+
+    app = create_app(load_settings(database_url=database_url, redis_url=None))
+    try:
+        health = app.test_client().get("/health").get_json()
+        assert health["model"]["artifact"] == summary["version"]  # loaded, not trained again
+        assert [path.name for path in model_dir.iterdir()] == [summary["version"]]
     finally:
         app.extensions["recommendation_service"].close()
 
