@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     # Trained models: written by `python main.py train` (or this process's retrain job), read by servers.
     model_dir: Path | None = None  # default: models/ beside the SQLite file, instance/models for other stores
     model_keep: int = 3  # artifacts kept in model_dir
-    model_check_seconds: float = 5.0  # how often a server looks for a newer artifact
+    model_check_seconds: float = 1.0  # how often a server looks for a newer artifact (a directory listing)
     log_poll_seconds: float = 0.05  # SQLite has no notifications: how often a server reads the log's end
     retrain_interval_seconds: int = 600  # train in this process and swap the new model in; 0 = never
     compact_interval_seconds: int = 30  # fold single-event updates into the snapshots
