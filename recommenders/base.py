@@ -90,11 +90,17 @@ def dot_rows(rows: sp.csr_matrix, matrix: sp.csr_matrix) -> np.ndarray:
     A user touches a few hundred of thousands of items: slicing those rows first and multiplying
     their transpose by a small dense block is several times cheaper than a sparse x sparse product.
     """
-    used = np.unique(rows.indices)
+    used, column = np.unique(rows.indices, return_inverse=True)
     if used.size == 0:
         return np.zeros((rows.shape[0], matrix.shape[1]))
-    block = rows[:, used].toarray()
+    block = np.zeros((rows.shape[0], used.size))  # rows[:, used], without scipy's indexing overhead
+    np.add.at(block, (np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr)), column), rows.data)
     return np.asarray(matrix[used].T @ block.T).T
+
+
+def fitted_columns(rows: sp.csr_matrix, n: int) -> sp.csr_matrix:
+    """`rows` cut to the first n items (those a model was fitted on); as they are when none came since."""
+    return rows if rows.shape[1] <= n else rows[:, :n]
 
 
 def padded(scores: np.ndarray, n: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recommenders.base import Recommender, dot_rows, l2_rows, normalise_rows, padded, top_k_unseen
+from recommenders.base import Recommender, fitted_columns, dot_rows, l2_rows, normalise_rows, padded, top_k_unseen
 from recommenders.interaction_data import HISTORY_SCORED, InteractionData
 from recommenders.persistence import Value
 
@@ -63,7 +63,7 @@ class UserBasedRecommender(Recommender):
         """users x fitted users: cosine to each user's k most similar others (every user tied with
         the k-th included, so who is chosen never depends on index order), from the live rows."""
         n_fitted_items, n_fitted_users = self._by_item.shape
-        rows = data.preference_rows(users, limit=HISTORY_SCORED)[:, :n_fitted_items]
+        rows = fitted_columns(data.preference_rows(users, limit=HISTORY_SCORED), n_fitted_items)
         if n_fitted_users == 0 or rows.nnz == 0:
             return sp.csr_matrix((len(users), n_fitted_users))
         similarity = dot_rows(l2_rows(rows), self._by_item)
@@ -135,7 +135,7 @@ class ItemBasedRecommender(Recommender):
         self.similarity = state["similarity"]
 
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
-        rows = data.preference_rows(users)[:, :self.similarity.shape[0]]
+        rows = fitted_columns(data.preference_rows(users), self.similarity.shape[0])
         return padded(dot_rows(rows, self.similarity), data.n_items)
 
     def similar_items(self, data: InteractionData, items: np.ndarray) -> np.ndarray:

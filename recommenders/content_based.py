@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import OneHotEncoder, normalize
 
-from recommenders.base import Recommender, dot_rows, normalise, padded
+from recommenders.base import Recommender, fitted_columns, dot_rows, normalise, padded
 from recommenders.persistence import Value
 from recommenders.sparse_state import resized
 from recommenders.interaction_data import InteractionData
@@ -88,7 +88,7 @@ class ContentRecommender(Recommender):
 
         Dense, because a sparse-by-sparse product with its input checks cost five times more here.
         """
-        rows = data.preference_rows(users)[:, :self.item_vectors.shape[0]]
+        rows = fitted_columns(data.preference_rows(users), self.item_vectors.shape[0])
         profiles = dot_rows(rows, self.item_vectors)
         norms = np.linalg.norm(profiles, axis=1, keepdims=True)
         return np.divide(profiles, norms, out=np.zeros_like(profiles), where=norms > 0)

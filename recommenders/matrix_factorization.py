@@ -11,7 +11,7 @@ import pandas as pd
 from implicit.cpu.als import AlternatingLeastSquares
 from surprise import SVD, Dataset, Reader
 
-from recommenders.base import Recommender, padded
+from recommenders.base import Recommender, fitted_columns, padded
 from recommenders.interaction_data import InteractionData
 from recommenders.persistence import Value
 
@@ -104,7 +104,7 @@ class ALSRecommender(Recommender):
 
     def _solve(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
         n_items = len(self.model.item_factors)
-        rows = data.preference_rows(users)[:, :n_items].astype(np.float32)
+        rows = fitted_columns(data.preference_rows(users), n_items).astype(np.float32)
         rows.data = np.log1p(rows.data)
         return self.model.recalculate_user(np.arange(len(users)), rows.tocsr())
 
