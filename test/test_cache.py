@@ -5,6 +5,8 @@ Each Redis test gets its own namespace, cleared afterwards, so runs never see ea
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
 
@@ -167,3 +169,62 @@ def test_hit_counts_match_the_stats_counters(cache):
     counts = cache.hit_counts()
     assert counts["similar"] == (1, 1)
     assert {kind: (figures["hits"], figures["misses"]) for kind, figures in cache.stats().items()} == counts
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of this test's own on a free port, so it can be paused (never the shared one)."""
+    import subprocess
+
+    from live_server import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    process = subprocess.Popen(["redis-server", "--port", url.split(":")[2].split("/")[0], "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not _answers(url):
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)
+    yield url, process
+    os.kill(process.pid, signal.SIGCONT)
+    process.terminate()
+    process.wait()
+
+
+def _answers(url: str) -> bool:
+    import redis
+
+    try:
+        return redis.Redis.from_url(url).ping()
+    except redis.RedisError:
+        return False
+
+
+def test_a_redis_outage_turns_the_cache_into_misses_and_stale_answers_are_dropped_after(own_redis, monkeypatch):
+    monkeypatch.setattr("utils.cache.REDIS_RETRY_SECONDS", 0.0)
+    url, process = own_redis
+    cache = RedisRecommendationCache(url, TTLS, f"test-cache-{uuid.uuid4().hex}")
+    cache.put("recommendations", "alice", RANKED, HYBRID)
+    os.kill(process.pid, signal.SIGSTOP)  # hung: every call times out
+
+    assert cache.get("recommendations", "alice", HYBRID) is None  # a miss, not an error
+    assert cache.invalidate_user("alice") is False  # lost: Redis still holds alice's answer
+    assert set(cache.stats()) == {"recommendations", "profiles", "similar", "popular"}
+    assert cache.down
+
+    os.kill(process.pid, signal.SIGCONT)
+    assert cache.get("recommendations", "alice", HYBRID) is None  # the stale answer was dropped first
+    assert not cache.down
+    cache.put("recommendations", "alice", OTHER, HYBRID)
+    assert cache.get("recommendations", "alice", HYBRID) == OTHER
+
+
+def test_while_redis_is_known_down_the_cache_does_not_wait_on_it(own_redis):
+    url, process = own_redis
+    cache = RedisRecommendationCache(url, TTLS, f"test-cache-{uuid.uuid4().hex}")
+    os.kill(process.pid, signal.SIGSTOP)
+    assert cache.get("similar", "i1") is None  # this one waits for the timeout...
+    started = time.monotonic()
+    for _ in range(20):
+        assert cache.get("similar", "i1") is None
+    assert time.monotonic() - started < 2.0  # ...the next ones, within REDIS_RETRY_SECONDS, do not (20 x 0.5 s)

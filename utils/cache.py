@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Hashable
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_SECONDS = 0.5
+REDIS_RETRY_SECONDS = 1.0
 USER_SCOPED = ("recommendations", "profiles")
 KINDS = ("recommendations", "profiles", "similar", "popular")
 
@@ -147,14 +149,19 @@ def _tolerant(fallback: Any) -> Callable:
     def decorate(method: Callable) -> Callable:
         @functools.wraps(method)
         def call(self: "RedisRecommendationCache", *args: Any, **kwargs: Any) -> Any:
+            if self.down and time.monotonic() < self._retry_at:
+                return fallback  # not even a timeout's worth of waiting while Redis is known to be down
             try:
-                result = method(self, *args, **kwargs)
+                if self.down:
+                    self._clear_answers()  # invalidations were lost meanwhile: drop before serving
+                    self.down = False
+                    log.warning("Redis cache reachable again: the answers cached before the outage were dropped")
+                return method(self, *args, **kwargs)
             except redis.RedisError as error:
-                self._went_down(error)
+                if not self.down:
+                    log.warning("Redis cache unreachable, answering without it: %s", error)
+                self.down, self._retry_at = True, time.monotonic() + REDIS_RETRY_SECONDS
                 return fallback
-            if self.down:
-                self._came_back()
-            return result
         return call
     return decorate
 
@@ -167,8 +174,9 @@ class RedisRecommendationCache:
     `{ns}:stats`. Redis evicts by its own policy, so there is no entry limit here.
 
     Redis is optional at run time: while it is unreachable every lookup is a miss and every write
-    is skipped, and when it answers again the namespace's answers are dropped, since invalidations
-    were lost meanwhile. Short timeouts keep a hung Redis from holding requests.
+    is skipped (it is tried again every REDIS_RETRY_SECONDS, and short timeouts keep a hung Redis
+    from holding requests), and when it answers again the namespace's answers are dropped before
+    anything is served, since invalidations were lost meanwhile.
     """
 
     def __init__(self, redis_url: str, ttls: dict[str, int], namespace: str = "recs") -> None:
@@ -178,16 +186,7 @@ class RedisRecommendationCache:
                                            socket_connect_timeout=REDIS_TIMEOUT_SECONDS)  # pooled; gevent-friendly
         self._get_and_count = self._redis.register_script(_GET_AND_COUNT)
         self.down = False
-
-    def _went_down(self, error: redis.RedisError) -> None:
-        if not self.down:
-            log.warning("Redis cache unreachable, answering without it: %s", error)
-        self.down = True
-
-    def _came_back(self) -> None:
-        self.down = False
-        log.warning("Redis cache reachable again: dropping the answers cached before the outage")
-        self.clear()
+        self._retry_at = 0.0
 
     @_tolerant(None)
     def get(self, kind: str, key: Hashable, variant: Hashable = None) -> Any | None:
@@ -238,7 +237,10 @@ class RedisRecommendationCache:
 
     @_tolerant(None)
     def clear(self) -> None:
-        """Drop every cached answer of the namespace (after a model swap or an outage); counters stay."""
+        """Drop every cached answer of the namespace (after a model swap); counters stay."""
+        self._clear_answers()
+
+    def _clear_answers(self) -> None:
         for kind in KINDS:
             keys = list(self._redis.scan_iter(match=self._pattern(f"{kind}:*"), count=1000))
             if keys:
