@@ -86,30 +86,39 @@ class Engine:
         self.fitted_at = time.time()
 
     # -- writes: the log, applied in order ----------------------------------------------------
-    def apply(self, entry: LogEntry) -> bool:
-        """Apply one log entry if it is past `position`; returns whether it was applied now.
+    def apply(self, entries: Sequence[LogEntry]) -> list[LogEntry]:
+        """Apply the log entries past `position`, in order; returns those applied now.
 
         Every process applies the same entries in the same order through here, so two engines
-        loaded from one artifact hold the same state once they reach the same position.
+        loaded from one artifact hold the same state once they reach the same position, however
+        the entries were grouped. The users' models are folded in once per call, after all their
+        events (a user's fold-in depends only on their final row), and before a deletion.
         """
+        applied: list[LogEntry] = []
         with self._lock:
-            if entry.seq <= self.position:
-                return False
-            if entry.kind == LogKind.EVENT:
-                self._observe(entry.event)
-            elif entry.kind == LogKind.ITEM:
-                self._add_items([entry.item])
-            elif entry.kind == LogKind.FORGET_USER:
-                self._forget_user(entry.user_id)
-            self.position = entry.seq
-            return True
+            touched: set[int] = set()
+            for entry in entries:
+                if entry.seq <= self.position:
+                    continue
+                if entry.kind == LogKind.EVENT:
+                    touched.add(self._observe(entry.event))
+                else:
+                    self._fold_in(touched)
+                    if entry.kind == LogKind.ITEM:
+                        self._add_items([entry.item])
+                    elif entry.kind == LogKind.FORGET_USER:
+                        self._forget_user(entry.user_id)
+                self.position = entry.seq
+                applied.append(entry)
+            self._fold_in(touched)
+        return applied
 
     def observe(self, event: InteractionRecord) -> bool:
         """Apply one event: a stored one (seq > 0) as its log entry, an unstored one (offline evaluation) as is."""
         if event.seq:
-            return self.apply(LogEntry(event.seq, LogKind.EVENT, event=event, user_id=event.user_id))
+            return bool(self.apply([LogEntry(event.seq, LogKind.EVENT, event=event, user_id=event.user_id)]))
         with self._lock:
-            self._observe(event)
+            self._fold_in({self._observe(event)})
             return True
 
     def forget_user(self, user_id: str) -> bool:
@@ -140,12 +149,17 @@ class Engine:
                 self.data.cooccurrence.compact()
             return pending
 
-    def _observe(self, event: InteractionRecord) -> None:
+    def _observe(self, event: InteractionRecord) -> int:
+        """The event in the model state; returns its user, whose models `_fold_in` must update."""
         self._item_index(event.item_id)
-        user, _ = self.data.observe(event)
-        users = np.array([user])
-        for component in self.components.values():
-            component.partial_fit_users(self.data, users)
+        return self.data.observe(event)[0]
+
+    def _fold_in(self, users: set[int]) -> None:
+        if users:
+            batch = np.array(sorted(users), dtype=np.int64)
+            for component in self.components.values():
+                component.partial_fit_users(self.data, batch)
+            users.clear()
 
     def _forget_user(self, user_id: str) -> bool:
         user = self.data.forget_user(user_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from config import Settings
 from preprocess.demo_catalog import demo_interactions, demo_items, demo_user_ids
@@ -20,6 +20,7 @@ from recommenders.hybrid import HybridPolicy
 from recommenders.interaction_data import EventColumns, EventWeighting
 from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, Recommendation
 from service.errors import InvalidRequestError, NotFoundError
+from service.group_commit import GroupCommitter
 from storage import Store, UnknownItemError
 from utils.cache import Cache, make_cache
 
@@ -56,6 +57,13 @@ class Applied:
     users: dict[str, tuple[str, str] | None] = field(default_factory=dict)  # user -> (item, event type) trigger
     items: set[str] = field(default_factory=set)
 
+    @classmethod
+    def of(cls, entries: list[LogEntry]) -> "Applied":
+        applied = cls()
+        for entry in entries:
+            applied.note(entry)
+        return applied
+
     def note(self, entry: LogEntry) -> None:
         self.entries += 1
         if entry.kind == LogKind.EVENT:
@@ -81,6 +89,12 @@ class RecommendationService:
         # Held while log entries are applied and while a newly loaded engine takes over, so every
         # entry reaches exactly one engine, once, in order.
         self._apply_lock = threading.RLock()
+        self._writes = GroupCommitter(self._write_events)
+        # Runs work the answer does not wait for (pushes); the server makes it a greenlet of its own.
+        self.defer: Callable[[Callable[[], None]], object] = lambda work: work()
+        # Runs a blocking call; the server moves SQLite's group commits (a C call holding the event
+        # loop through its fsync) to a native thread, so the next group can gather meanwhile.
+        self.run_blocking: Callable[[Callable[[], Any]], Any] = lambda work: work()
 
     @classmethod
     def create(cls, settings: Settings) -> "RecommendationService":
@@ -99,42 +113,43 @@ class RecommendationService:
         self.store.close()
 
     # -- following the log ------------------------------------------------------------------
-    def catch_up(self, written: LogEntry | None = None, limit: int = 1000) -> int:
+    def catch_up(self, written: list[LogEntry] | None = None, limit: int = 1000) -> int:
         """Apply every log entry after the engine's position; returns how many.
 
-        Safe to call from anywhere at any time: entries already applied are skipped, so a request
-        that just wrote, the log follower and a model swap can all call it. A request passes the entry
-        it has `written`: when that is the very next one, it is applied without reading the log.
+        Safe to call from anywhere at any time: entries already applied are skipped, so the
+        writers, the log follower and a model swap can all call it. Writers pass the entries they
+        have `written`: when those come next, they are applied without reading the log back.
         """
         total = 0
         while True:
             with self._apply_lock:
-                if written is not None and written.seq == self.engine.position + 1:
-                    entries = [written]  # the next entry, in hand: no need to read it back
+                if written and self.engine.position >= written[-1].seq:
+                    return total  # the follower applied them while their writer waited
+                if written and written[0].seq == self.engine.position + 1:
+                    entries = written  # the group just committed, in hand (its seqs are contiguous)
                 else:
                     entries = self.store.read_log(self.engine.position, limit)
-                applied = self._apply(entries)
+                applied = Applied.of(self.engine.apply(entries))
             self._after(applied)
             total += applied.entries
-            if len(entries) < limit or (written is not None and self.engine.position >= written.seq):
+            if len(entries) < limit or (written and self.engine.position >= written[-1].seq):
                 return total
 
-    def _apply(self, entries: list[LogEntry]) -> Applied:
-        applied = Applied()
-        for entry in entries:
-            if self.engine.apply(entry):
-                applied.note(entry)
-        return applied
-
     def _after(self, applied: Applied) -> None:
-        """Drop the answers the entries changed and push fresh lists to this process's subscribers."""
+        """Drop the answers the entries changed now; push fresh lists to this process's subscribers
+        after the writers have their answers."""
         for item_id in applied.items:
             self.cache.invalidate("similar", item_id)
+        listened = []
         for user_id, trigger in applied.users.items():
             self.cache.invalidate_user(user_id)
-            if trigger is None or self.notifier is None or not self.notifier.listening(user_id):
-                continue
-            item_id, event_type = trigger
+            if trigger is not None and self.notifier is not None and self.notifier.listening(user_id):
+                listened.append((user_id, trigger))
+        if listened:
+            self.defer(lambda: self._push(listened))
+
+    def _push(self, triggers: list[tuple[str, tuple[str, str]]]) -> None:
+        for user_id, (item_id, event_type) in triggers:
             fresh = self.engine.realtime_recommend(user_id, self.settings.default_count, item_id, EventType(event_type))
             self.notifier.push(user_id, {
                 "user_id": user_id, "recommendations": [r.as_dict() for r in fresh],
@@ -154,8 +169,8 @@ class RecommendationService:
             old_position, missed = self.engine.position, Applied()
             start = min(old_position, fresh.position)
             while entries := self.store.read_log(start, 1000):
+                fresh.apply(entries)
                 for entry in entries:
-                    fresh.apply(entry)
                     if entry.seq > old_position:
                         missed.note(entry)
                 start = entries[-1].seq
@@ -207,19 +222,34 @@ class RecommendationService:
 
     # -- writes -----------------------------------------------------------------------------
     def record_interaction(self, user_id: str, item_id: str, event_type: EventType, rating: float | None = None,
-                           timestamp: float | None = None, event_id: str | None = None) -> InteractionOutcome:
-        """Commit, apply to the model (through the log), and compute fresh recommendations."""
+                           timestamp: float | None = None, event_id: str | None = None,
+                           recommend: bool = False) -> InteractionOutcome:
+        """Commit (with the events written at the same moment), apply to the model through the log,
+        and, with `recommend`, compute fresh recommendations for the answer."""
         record = InteractionRecord(user_id=user_id, item_id=item_id, event_type=event_type, rating=rating,
                                    timestamp=time.time() if timestamp is None else timestamp, event_id=event_id)
         try:
-            stored, created = self.store.append_interaction(record)
+            stored, created = self._writes.submit(record)
         except UnknownItemError:
             raise NotFoundError("item", item_id) from None
-        # A retry of a stored event_id applies nothing new, but may reach a process that has not yet
-        # applied the original: read the log to its end then.
-        self.catch_up(LogEntry(stored.seq, LogKind.EVENT, event=stored, user_id=stored.user_id) if created else None)
-        fresh = self.engine.realtime_recommend(user_id, self.settings.default_count, item_id, event_type)
+        if not created:
+            # A retry of a stored event_id applies nothing new, but may reach a process that has not
+            # yet applied the original: read the log to its end.
+            self.catch_up()
+        fresh = (self.engine.realtime_recommend(user_id, self.settings.default_count, item_id, event_type)
+                 if recommend else [])
         return InteractionOutcome(stored, cache_invalidated=created, duplicate=not created, recommendations=fresh)
+
+    def _write_events(self, records: list[InteractionRecord]) -> list[tuple[InteractionRecord, bool] | Exception]:
+        """One group's commit, then its new entries applied (GroupCommitter's `write`)."""
+        if self.store.backend == "sqlite" and len(records) > 1:
+            results = self.run_blocking(lambda: self.store.append_events(records))
+        else:  # psycopg waits for PostgreSQL cooperatively; one writer alone is quicker in place
+            results = self.store.append_events(records)
+        stored = {result[0].seq: result[0] for result in results if isinstance(result, tuple) and result[1]}
+        self.catch_up([LogEntry(seq, LogKind.EVENT, event=event, user_id=event.user_id)
+                       for seq, event in sorted(stored.items())])
+        return results
 
     # -- catalog and users ------------------------------------------------------------------
     def list_items(self, category: str | None, limit: int, offset: int) -> tuple[list[ItemRecord], int]:
@@ -284,8 +314,22 @@ class RecommendationService:
 
     # -- operations -------------------------------------------------------------------------
     def health(self) -> dict:
-        store_ok = self.store.ping()
-        return {"status": "ok" if store_ok else "degraded", "store": "ok" if store_ok else "unreachable",
+        """Readiness: "degraded" (503) when the store cannot be read or cannot commit (a full disk), since
+        every write would fail. Redis down is reported but degrades nothing: answers are then cached in
+        this process. `reasons` says what is wrong, one line per part."""
+        reasons = []
+        if not self.store.ping():
+            store = "unreachable"
+            reasons.append("store: the database cannot be reached")
+        elif (why := self.store.commit_probe()) is not None:
+            store = "cannot_commit"
+            reasons.append(f"store: {why}")
+        else:
+            store = "ok"
+        redis = self.cache.status() or "not_configured"
+        if redis == "unreachable":
+            reasons.append("redis: unreachable; answers are computed and cached in this process until it is back")
+        return {"status": "ok" if store == "ok" else "degraded", "store": store, "redis": redis, "reasons": reasons,
                 "model": {"loaded": True, "version": self.engine.fitted_through_seq, "artifact": self.model_version,
                           "position": self.engine.position,
                           **{key: value for key, value in self.engine.stats().items()
@@ -332,8 +376,7 @@ def loaded_engine(store: Store, settings: Settings, artifact: Artifact) -> Engin
 def apply_log(store: Store, engine: Engine, page: int = 1000) -> None:
     """Apply the log after the engine's position, in order, to its end."""
     while entries := store.read_log(engine.position, page):
-        for entry in entries:
-            engine.apply(entry)
+        engine.apply(entries)
 
 
 def train(store: Store, settings: Settings, on_component: Callable[[str], None] | None = None) -> Artifact:

@@ -100,6 +100,11 @@ class Store:
     def close(self) -> None:
         self._engine.dispose()
 
+    @property
+    def backend(self) -> str:
+        """"sqlite" or "postgresql"."""
+        return self._engine.dialect.name
+
     def ping(self) -> bool:
         """For health checks: False instead of an exception when the database is unreachable."""
         try:
@@ -240,6 +245,58 @@ class Store:
             raise _rejected(exc) from exc
         return _interaction(stored), True
 
+    def append_events(self, recs: list[InteractionRecord]) -> list[tuple[InteractionRecord, bool] | Exception]:
+        """Records concurrent events in one transaction, so they share one commit (one fsync).
+
+        Returns, per event in input order, what `append_interaction` would: (the stored record,
+        whether it is new), or the error for that event alone (UnknownItemError). Events keep
+        their input order in the log. A repeated event_id, in the store or earlier in the batch,
+        answers with the first recording. If the database refuses the batch (a constraint), each
+        event is recorded on its own, so one bad event never fails the others.
+        """
+        now = _utc_now()
+        results: list[tuple[InteractionRecord, bool] | Exception | None] = [None] * len(recs)
+        try:
+            with self._engine.connect() as conn:
+                wanted = {rec.item_id for rec in recs}
+                known = set(conn.execute(select(Item.item_id).where(Item.item_id.in_(wanted))).scalars())
+                first_of: dict[str, int] = {}  # event_id -> position of its first event in the batch
+                fresh = []
+                for position, rec in enumerate(recs):
+                    if rec.item_id not in known:
+                        results[position] = UnknownItemError(rec.item_id)
+                    elif rec.event_id is None or first_of.setdefault(rec.event_id, position) == position:
+                        fresh.append(position)
+                if fresh:
+                    first = _reserve_seqs(conn, len(fresh))
+                    self._ensure_users(conn, (recs[p].user_id for p in fresh), now)
+                    seqs = {p: first + n for n, p in enumerate(fresh)}
+                    stmt = (self._insert(Interaction).on_conflict_do_nothing(index_elements=[Interaction.event_id])
+                            .returning(Interaction))
+                    rows = conn.execute(stmt, [_interaction_row(recs[p], seqs[p], now) for p in fresh])
+                    written = {row.seq: _interaction(row) for row in rows}  # as stored: what other processes read
+                    earlier_ids = [recs[p].event_id for p in fresh if seqs[p] not in written]
+                    earlier = {row.event_id: _interaction(row) for row in conn.execute(
+                        select(Interaction).where(Interaction.event_id.in_(earlier_ids)))} if earlier_ids else {}
+                    conn.commit()
+                    for p in fresh:
+                        rec = recs[p]
+                        results[p] = ((written[seqs[p]], True) if seqs[p] in written
+                                      else (earlier[rec.event_id], False))
+        except IntegrityError:
+            return [self._append_alone(rec) for rec in recs]
+        for position, rec in enumerate(recs):  # later events of an event_id first seen in this batch
+            if results[position] is None:
+                stored, _ = results[first_of[rec.event_id]]
+                results[position] = (stored, False)
+        return results
+
+    def _append_alone(self, rec: InteractionRecord) -> tuple[InteractionRecord, bool] | Exception:
+        try:
+            return self.append_interaction(rec)
+        except (UnknownItemError, ValueError) as error:
+            return error
+
     def append_interactions(self, recs: Iterable[InteractionRecord], batch_size: int = 10_000) -> int:
         """Bulk load for data loaders: all or nothing, in one transaction of executemany batches.
 
@@ -343,7 +400,7 @@ class Store:
         applies next. Seqs may have gaps. An ITEM entry carries the item as it is now, so an item
         edited twice shows its latest version twice; one whose row is missing is skipped."""
         with self._engine.connect() as conn:
-            rows = conn.execute(_log_page(after_seq, limit)).all()
+            rows = conn.execute(_LOG_PAGE, {"after_seq": after_seq, "limit": limit}).all()
             item_ids = {row.item_id for row in rows if row.kind == LogKind.ITEM.value}
             items = {} if not item_ids else {
                 row.item_id: _item(row) for row in conn.execute(select(Item).where(Item.item_id.in_(item_ids)))
@@ -503,7 +560,7 @@ def _reserve_seqs(conn: Connection, n: int) -> int:
     return conn.execute(bump, {"n": n}).scalar_one() - n + 1
 
 
-def _log_page(after_seq: int, limit: int) -> Select[Any]:
+def _log_page_statement() -> Select[Any]:
     """One page of the log: events and changes merged by seq, in the columns `_interaction` reads.
     A change's key fills both user_id and item_id; which one it is depends on its kind.
 
@@ -522,7 +579,11 @@ def _log_page(after_seq: int, limit: int) -> Select[Any]:
         *(cast(null(), column.type).label(column.name) for column in event_only),
     )
     log = union_all(events, changes).subquery("log")
-    return select(log).where(log.c.seq > after_seq).order_by(log.c.seq).limit(limit)
+    return select(log).where(log.c.seq > bindparam("after_seq")).order_by(log.c.seq).limit(bindparam("limit"))
+
+
+# Built once, like _BUMP: a follower reads the log many times a second.
+_LOG_PAGE = _log_page_statement()
 
 
 def _rejected(exc: IntegrityError) -> ValueError:

@@ -85,6 +85,19 @@ def current_job_runs() -> JobRuns | None:
     return current_app.extensions.get(JOBS_KEY)
 
 
+def run_later(work: Callable[[], object]) -> None:
+    """Run work the answer does not wait for (pushes) in a greenlet of its own, errors logged."""
+    import gevent
+
+    def logged() -> None:
+        try:
+            work()
+        except Exception:
+            log.exception("deferred work failed")
+
+    gevent.spawn(logged)
+
+
 class _ModelCheckOverlap(logging.Filter):
     """APScheduler warns when a tick finds the previous run still going. For model_check that is a
     load in progress (0.5-2 s at ML-1M against a 1 s interval): expected, so not worth a warning."""
@@ -97,6 +110,7 @@ class _ModelCheckOverlap(logging.Filter):
 def start_background_work(app: Flask) -> tuple[APScheduler, LogFollower]:
     """The log follower and the scheduled jobs; the caller stops both."""
     service, settings = app.extensions[SERVICE_KEY], app.extensions[SETTINGS_KEY]
+    service.defer, service.run_blocking = run_later, run_off_event_loop
     follower = LogFollower(service).start()
     scheduler = APScheduler()
     scheduler.init_app(app)

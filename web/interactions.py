@@ -36,6 +36,7 @@ def record_event() -> tuple[dict, int]:
     body = parse_body(EventBody)
     outcome = get_service().record_interaction(
         body.user_id, body.product_id, body.event_type, timestamp=body.timestamp, event_id=body.event_id,
+        recommend=True,
     )
     stored = outcome.interaction
     return {
