@@ -439,6 +439,78 @@ class Store:
         stmt = self._insert(User).on_conflict_do_nothing(index_elements=[User.user_id])
         return len(conn.execute(stmt.returning(User.user_id), rows).all())
 
+    def commit_probe(self, max_age: float = 1.0) -> str | None:
+        """For health checks: None when the database commits a write now, else why it does not.
+
+        A read answers on a full disk; only a commit shows it. The probe writes nothing anyone
+        reads. SQLite rewrites the header's user_version with the value it has: one page into the
+        WAL and an fsync, in its own short write transaction (a no-op UPDATE would not do: SQLite
+        skips writing a row that did not change). PostgreSQL updates the log counter's row to the
+        value it has: a new row version, WAL and a flushed commit, holding that row for one commit
+        (at most lock_timeout). Neither changes the seq nor wakes a follower. The answer is kept
+        `max_age` seconds, so however often /health is polled, a process probes once a second.
+        """
+        checked = getattr(self, "_commit_probe_checked", None)  # (when, answer) of the last probe
+        if checked is not None and time.monotonic() - checked[0] < max_age:
+            return checked[1]
+        reason = None
+        try:
+            with self._engine.connect() as conn:
+                if conn.dialect.name == "sqlite":
+                    version = int(conn.exec_driver_sql("PRAGMA user_version").scalar_one())
+                    conn.exec_driver_sql(f"PRAGMA user_version = {version}")  # not DML: commits at once
+                else:
+                    conn.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
+                    conn.execute(update(LogPosition).where(LogPosition.id == 1)
+                                 .values(last_seq=LogPosition.last_seq))
+                conn.commit()
+        except SQLAlchemyError as error:
+            reason = Store.unavailable_reason(error) or str(getattr(error, "orig", error)).strip().split("\n")[0]
+        self._commit_probe_checked = (time.monotonic(), reason)
+        return reason
+
+    @staticmethod
+    def unavailable_reason(error: BaseException) -> str | None:
+        """Why the database cannot serve now, when `error` (or one it was raised from) says so: it
+        cannot be reached, its disk is full, it is read-only or busy. The API answers those 503 with
+        Retry-After, and they pass once the database is back. None for anything else (a rejected
+        input, a bug): that is no outage."""
+        from sqlalchemy import exc  # callers see a reason, never SQLAlchemy's classes
+
+        while error is not None:
+            orig = getattr(error, "orig", None)
+            state = getattr(orig, "sqlstate", None) or getattr(error, "sqlstate", None) or ""  # PostgreSQL's
+            code = getattr(orig, "sqlite_errorname", None) or ""  # SQLite's: SQLITE_FULL, SQLITE_BUSY, ...
+            text = str(orig if orig is not None else error).lower()
+            if isinstance(error, exc.TimeoutError):  # no pooled connection came free
+                return "the database is busy"
+            if isinstance(error, (exc.OperationalError, exc.InterfaceError, exc.InternalError,
+                                  exc.DisconnectionError, psycopg.OperationalError, psycopg.InterfaceError)):
+                if state == "53100" or code == "SQLITE_FULL" or "no space left" in text:
+                    return "the database cannot commit: its disk is full"
+                if state == "25006" or code.startswith("SQLITE_READONLY"):
+                    return "the database is read-only"
+                if state[:2] == "40" or state in ("55P03", "57014") or code.startswith(("SQLITE_BUSY",
+                                                                                        "SQLITE_LOCKED")):
+                    return "the database is busy"
+                if not isinstance(error, exc.InternalError):  # an InternalError is a bug unless read-only
+                    return "the database cannot be reached" if (
+                        state[:2] == "08" or state[:3] == "57P" or code.startswith("SQLITE_CANTOPEN")
+                        or (not state and not code)
+                        or isinstance(error, (exc.InterfaceError, exc.DisconnectionError))
+                    ) else "the database cannot serve the request"
+            error = error.__cause__
+        return None
+
+    def user_deleted_at(self, user_id: str) -> float | None:
+        """Unix time of the user's latest deletion (its FORGET_USER log entry), or None if the user was
+        never deleted: Socket.IO tokens issued for the id before then are void (web/auth.py)."""
+        stmt = select(func.max(LogChange.recorded_at)).where(
+            LogChange.kind == LogKind.FORGET_USER.value, LogChange.key == user_id)
+        with self._engine.connect() as conn:
+            deleted = conn.execute(stmt).scalar_one()
+        return None if deleted is None else deleted.timestamp()
+
 
 class LogWakeup:
     """Waits until new log entries may have been committed, for one tailing loop (not shared).

@@ -228,3 +228,30 @@ def test_while_redis_is_known_down_the_cache_does_not_wait_on_it(own_redis):
     for _ in range(20):
         assert cache.get("similar", "i1") is None
     assert time.monotonic() - started < 2.0  # ...the next ones, within REDIS_RETRY_SECONDS, do not (20 x 0.5 s)
+
+
+def test_while_redis_is_down_answers_are_cached_in_the_process_and_dropped_when_it_returns(own_redis, monkeypatch):
+    monkeypatch.setattr("utils.cache.REDIS_RETRY_SECONDS", 0.0)
+    url, process = own_redis
+    cache = RedisRecommendationCache(url, TTLS, f"test-cache-{uuid.uuid4().hex}")
+    assert cache.status() == "ok"
+    os.kill(process.pid, signal.SIGSTOP)
+
+    assert cache.status() == "unreachable"
+    cache.put("recommendations", "alice", RANKED, HYBRID)
+    cache.put("similar", "i1", OTHER)
+    assert cache.get("recommendations", "alice", HYBRID) == RANKED  # kept here while Redis is away
+    assert cache.invalidate_user("alice") is True  # the log follower's invalidations reach it
+    assert cache.get("recommendations", "alice", HYBRID) is None
+    assert cache.get("similar", "i1") == OTHER
+
+    os.kill(process.pid, signal.SIGCONT)
+    assert cache.status() == "ok"
+    assert cache.get("similar", "i1") is None  # Redis again, and nothing from the outage lingers here ...
+    os.kill(process.pid, signal.SIGSTOP)
+    assert cache.get("similar", "i1") is None  # ... for the next outage either
+    os.kill(process.pid, signal.SIGCONT)
+
+
+def test_the_local_cache_has_no_redis_status():
+    assert RecommendationCache(TTLS).status() is None

@@ -7,7 +7,8 @@ interaction drops every one of them in one step.
 
 `RecommendationCache` lives in one process; `RedisRecommendationCache` is shared by every server
 process, so an interaction handled by one process drops the answers all of them would serve.
-`make_cache` picks one from the settings.
+`make_cache` picks one from the settings. While Redis is unreachable, the Redis cache keeps the
+answers in a `RecommendationCache` of its own process instead (see `RedisRecommendationCache`).
 """
 from __future__ import annotations
 
@@ -115,6 +116,10 @@ class RecommendationCache:
                                            self._ttls[kind])
             return result
 
+    def status(self) -> str | None:
+        """None: no Redis behind this cache (the Redis cache answers "ok" or "unreachable")."""
+        return None
+
 
 # Reads the entry (a hash field when a field is given, else a plain key) and counts the hit or miss
 # in the same round trip, so the counters are cluster-wide and cost no extra request.
@@ -144,24 +149,34 @@ def _decode(raw: str | None) -> Any | None:
     return [Recommendation(**r) for r in value] if isinstance(value, list) else value
 
 
-def _tolerant(fallback: Any) -> Callable:
-    """Redis being down turns a cache call into a miss or a no-op (the answer is computed), never an error."""
+def _tolerant(fallback: Any, local: bool = False) -> Callable:
+    """Redis being down turns a cache call into a miss or a no-op (the answer is computed), never an error.
+
+    With `local`, the call goes to the same method of the process's own cache instead, so answers
+    stay cached while Redis is away. That cache is emptied when an outage starts and when it ends;
+    in between, this process's log follower drops from it what every process's writes change.
+    """
     def decorate(method: Callable) -> Callable:
+        def without_redis(self: "RedisRecommendationCache", *args: Any, **kwargs: Any) -> Any:
+            return getattr(self._local, method.__name__)(*args, **kwargs) if local else fallback
+
         @functools.wraps(method)
         def call(self: "RedisRecommendationCache", *args: Any, **kwargs: Any) -> Any:
             if self.down and time.monotonic() < self._retry_at:
-                return fallback  # not even a timeout's worth of waiting while Redis is known to be down
+                return without_redis(self, *args, **kwargs)  # no timeout's worth of waiting while known down
             try:
                 if self.down:
                     self._clear_answers()  # invalidations were lost meanwhile: drop before serving
                     self.down = False
+                    self._local.clear()
                     log.warning("Redis cache reachable again: the answers cached before the outage were dropped")
                 return method(self, *args, **kwargs)
             except redis.RedisError as error:
                 if not self.down:
-                    log.warning("Redis cache unreachable, answering without it: %s", error)
+                    log.warning("Redis cache unreachable, caching in this process until it is back: %s", error)
+                    self._local.clear()  # what a previous outage left there missed the invalidations since
                 self.down, self._retry_at = True, time.monotonic() + REDIS_RETRY_SECONDS
-                return fallback
+                return without_redis(self, *args, **kwargs)
         return call
     return decorate
 
@@ -173,14 +188,17 @@ class RedisRecommendationCache:
     the other kinds are plain keys `{ns}:{kind}:{json key}`. Hits and misses are counted in the hash
     `{ns}:stats`. Redis evicts by its own policy, so there is no entry limit here.
 
-    Redis is optional at run time: while it is unreachable every lookup is a miss and every write
-    is skipped (it is tried again every REDIS_RETRY_SECONDS, and short timeouts keep a hung Redis
-    from holding requests), and when it answers again the namespace's answers are dropped before
-    anything is served, since invalidations were lost meanwhile.
+    Redis is optional at run time: while it is unreachable, lookups, writes and invalidations go to
+    a cache in this process (`local_max_entries` per kind), emptied when the outage starts and ends.
+    Redis is tried again every REDIS_RETRY_SECONDS, and short timeouts keep a hung Redis from
+    holding requests. When it answers again the namespace's answers are dropped before anything is
+    served, since invalidations were lost meanwhile. `status()` ("ok" / "unreachable") is /health's.
     """
 
-    def __init__(self, redis_url: str, ttls: dict[str, int], namespace: str = "recs") -> None:
+    def __init__(self, redis_url: str, ttls: dict[str, int], namespace: str = "recs",
+                 local_max_entries: int = 10_000) -> None:
         self._ttls = dict(ttls)
+        self._local = RecommendationCache(ttls, local_max_entries)  # used only while Redis is down
         self._ns = namespace
         self._redis = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=REDIS_TIMEOUT_SECONDS,
                                            socket_connect_timeout=REDIS_TIMEOUT_SECONDS)  # pooled; gevent-friendly
@@ -188,13 +206,20 @@ class RedisRecommendationCache:
         self.down = False
         self._retry_at = 0.0
 
-    @_tolerant(None)
+    @_tolerant("unreachable")
+    def status(self) -> str:
+        """"ok" when Redis answers a PING; "unreachable" while it does not (answers are then cached here).
+        Like any call, the first to succeed after an outage drops the stale answers first."""
+        self._redis.ping()
+        return "ok"
+
+    @_tolerant(None, local=True)
     def get(self, kind: str, key: Hashable, variant: Hashable = None) -> Any | None:
         """The cached value or None; `variant` distinguishes answers within a user-scoped entry."""
         field = [_dump(variant)] if kind in USER_SCOPED else []
         return _decode(self._get_and_count(keys=[self._key(kind, key), self._stats_key], args=[kind, *field]))
 
-    @_tolerant(None)
+    @_tolerant(None, local=True)
     def put(self, kind: str, key: Hashable, value: Any, variant: Hashable = None) -> None:
         name, ttl = self._key(kind, key), self._ttls[kind]
         if kind not in USER_SCOPED:
@@ -207,12 +232,12 @@ class RedisRecommendationCache:
             pipe.expire(name, ttl, nx=True)
             pipe.execute()
 
-    @_tolerant(False)
+    @_tolerant(False, local=True)
     def invalidate_user(self, user_id: str) -> bool:
         """Drop everything cached for the user (one DEL); True if anything was there."""
         return self._redis.delete(*(self._key(kind, user_id) for kind in USER_SCOPED)) > 0
 
-    @_tolerant(None)
+    @_tolerant(None, local=True)
     def invalidate(self, kind: str, key: Hashable) -> None:
         self._redis.delete(self._key(kind, key))
 
@@ -235,7 +260,7 @@ class RedisRecommendationCache:
     def _size(self, kind: str) -> int:
         return self._count(f"{kind}:*")
 
-    @_tolerant(None)
+    @_tolerant(None, local=True)
     def clear(self) -> None:
         """Drop every cached answer of the namespace (after a model swap); counters stay."""
         self._clear_answers()
@@ -269,5 +294,6 @@ def make_cache(settings: Settings) -> Cache:
     """Redis when REDIS_URL is set, so several server processes share one cache; else in-process."""
     ttls = settings.ttl.model_dump()
     if settings.redis_url:
-        return RedisRecommendationCache(settings.redis_url, ttls, namespace=settings.redis_namespace)
+        return RedisRecommendationCache(settings.redis_url, ttls, namespace=settings.redis_namespace,
+                                        local_max_entries=settings.cache_max_entries)
     return RecommendationCache(ttls, settings.cache_max_entries)

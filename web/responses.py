@@ -184,8 +184,13 @@ class UserProfile(Answer):
 
 
 class Health(OpenAnswer):
-    status: Literal["ok", "degraded"] = Field(description='the answer is 503 unless "ok"')
-    store: str
+    status: Literal["ok", "degraded"] = Field(description='the answer is 503 unless "ok": the store cannot be '
+                                                          'read or cannot commit')
+    store: Literal["ok", "unreachable", "cannot_commit"] = Field(
+        description='"cannot_commit": reads work but a write probe fails (a full disk, a read-only database)')
+    redis: Literal["ok", "unreachable", "not_configured"] = Field(
+        description='"unreachable" keeps the answer 200: answers are cached in this process until Redis is back')
+    reasons: list[str] = Field(description="what is wrong, one line per part; empty when all is well")
     model: dict[str, Any]
     uptime_seconds: float
 
