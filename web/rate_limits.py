@@ -12,6 +12,7 @@ from flask import Flask, Response, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
+from utils.cache import REDIS_TIMEOUT_SECONDS
 from web.context import SETTINGS_KEY
 from web.errors import ApiError
 
@@ -28,6 +29,9 @@ def init_rate_limits(app: Flask) -> Limiter | None:
         app=app,
         default_limits=[settings.rate_limit],
         storage_uri=settings.redis_url or "memory://",
+        # Without timeouts a hung Redis (stopped, or dropping packets) held every limited request forever.
+        storage_options={"socket_timeout": REDIS_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_TIMEOUT_SECONDS}
+        if settings.redis_url else {},
         key_prefix=f"{settings.redis_namespace}:ratelimit",
         headers_enabled=True,
         in_memory_fallback_enabled=True,  # a Redis outage limits per process instead of failing requests
