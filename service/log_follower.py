@@ -34,12 +34,21 @@ class LogFollower:
         self._wakeup.close()
 
     def _run(self) -> None:
+        failing: tuple[float, str] | None = None  # since when, and what, while the log cannot be read
         while not self._stopped.is_set():
             try:
                 applied = self._service.catch_up()
-            except Exception:  # the store is unreachable: keep the position, read again later
-                log.exception("could not read the log after seq %s", self._service.engine.position)
+            except Exception as error:  # the store is unreachable: keep the position, read again later
+                # One line per outage (and per new kind of error in it), not one a second.
+                if failing is None or failing[1] != type(error).__name__:
+                    log.exception("could not read the log after seq %s; trying again every %.0f s",
+                                  self._service.engine.position, RETRY_SECONDS)
+                    failing = (failing[0] if failing else time.monotonic(), type(error).__name__)
                 time.sleep(RETRY_SECONDS)
                 continue
+            if failing is not None:
+                log.warning("the log is readable again after %.1f s; caught up %d entries, to seq %s",
+                            time.monotonic() - failing[0], applied, self._service.engine.position)
+                failing = None
             if not applied:
                 self._wakeup.wait(IDLE_WAIT_SECONDS)

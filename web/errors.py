@@ -3,12 +3,14 @@ never see Werkzeug's HTML pages or a bare 500, whatever they send."""
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Flask, Request, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from service import InvalidRequestError, NotFoundError
+from storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,26 @@ def _invalid_request(exc: InvalidRequestError) -> Response:
     return ApiError(422, "validation_error", str(exc)).to_response()
 
 
+STORE_RETRY_AFTER_SECONDS = 2  # the log follower tries the store again every second
+STORE_LOG_EVERY_SECONDS = 10.0  # an outage fails every request: one log line per this long, with a count
+_store_log = {"at": float("-inf"), "answered": 0}
+
+
+def _store_unavailable(exc: Exception, reason: str) -> Response:
+    """503 with Retry-After: the database cannot be reached or cannot commit (a full disk) right now."""
+    _store_log["answered"] += 1
+    if time.monotonic() - _store_log["at"] >= STORE_LOG_EVERY_SECONDS:
+        log.warning("answering 503: %s (%d answers since the last such line): %s", reason,
+                    _store_log["answered"], str(exc).split("\n")[0])
+        _store_log.update(at=time.monotonic(), answered=0)
+    response = ApiError(503, "service_unavailable", f"{reason}; retry in {STORE_RETRY_AFTER_SECONDS} s").to_response()
+    response.headers["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
+    return response
+
+
 def _unexpected(exc: Exception) -> Response:
+    if (reason := Store.unavailable_reason(exc)) is not None:
+        return _store_unavailable(exc, reason)
     log.exception("unhandled error", exc_info=exc)
     return ApiError(500, "internal_error", "internal server error").to_response()
 
