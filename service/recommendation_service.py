@@ -6,6 +6,7 @@ once a write is acknowledged it is durable and visible to the next read.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from service.errors import InvalidRequestError, NotFoundError
 from service.group_commit import GroupCommitter
 from storage import Store, UnknownItemError
 from utils.cache import Cache, make_cache
+
+log = logging.getLogger(__name__)
 
 HISTORY_SHOWN = 20
 
@@ -247,9 +250,19 @@ class RecommendationService:
         else:  # psycopg waits for PostgreSQL cooperatively; one writer alone is quicker in place
             results = self.store.append_events(records)
         stored = {result[0].seq: result[0] for result in results if isinstance(result, tuple) and result[1]}
-        self.catch_up([LogEntry(seq, LogKind.EVENT, event=event, user_id=event.user_id)
-                       for seq, event in sorted(stored.items())])
+        self._apply_committed([LogEntry(seq, LogKind.EVENT, event=event, user_id=event.user_id)
+                               for seq, event in sorted(stored.items())])
         return results
+
+    def _apply_committed(self, written: list[LogEntry] | None = None) -> None:
+        """Apply what this process just committed. If the store fails right now, the write still
+        stands (answering 503 would invite a retry that stores it twice): the follower applies it."""
+        try:
+            self.catch_up(written)
+        except Exception as error:
+            if self.store.unavailable_reason(error) is None:
+                raise
+            log.warning("committed, not applied yet (%s): the log follower will", self.store.unavailable_reason(error))
 
     # -- catalog and users ------------------------------------------------------------------
     def list_items(self, category: str | None, limit: int, offset: int) -> tuple[list[ItemRecord], int]:
@@ -263,7 +276,7 @@ class RecommendationService:
 
     def upsert_item(self, item: ItemRecord) -> bool:
         created = self.store.upsert_item(item)
-        self.catch_up()
+        self._apply_committed()
         return created
 
     def categories(self) -> list[tuple[str, int]]:
@@ -281,7 +294,7 @@ class RecommendationService:
         """
         if not self.store.delete_user(user_id):
             raise NotFoundError("user", user_id)
-        self.catch_up()
+        self._apply_committed()
 
     def user_profile(self, user_id: str) -> dict:
         cached = self.cache.get("profiles", user_id)

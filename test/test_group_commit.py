@@ -83,3 +83,28 @@ def test_applying_a_group_equals_applying_its_events_one_by_one(sqlite_url):
     service.close()
 
 
+
+
+def test_a_committed_event_is_acknowledged_even_if_the_store_fails_before_it_is_applied(sqlite_url, monkeypatch):
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from recommenders.records import InteractionRecord
+
+    service = RecommendationService.create(load_settings(database_url=sqlite_url))
+    # Another process writes first, so this process must read the log before it can apply its own event...
+    service.store.append_interaction(InteractionRecord("elsewhere", "ipad", EventType.VIEW, time.time()))
+
+    def store_gone(*args, **kwargs):  # ...and right then the database goes away
+        raise OperationalError("SELECT ...", {}, sqlite3.OperationalError("unable to open database file"))
+
+    monkeypatch.setattr(service.store, "read_log", store_gone)
+    outcome = service.record_interaction("acknowledged", "iphone", EventType.PURCHASE)
+    assert not outcome.duplicate and outcome.interaction.seq > service.engine.position  # committed, not applied
+
+    monkeypatch.undo()
+    service.catch_up()  # what the log follower does once the store answers
+    assert service.engine.position == outcome.interaction.seq
+    assert service.engine.data.users.get("acknowledged") is not None
+    service.close()
