@@ -21,7 +21,10 @@ DEMO_USERS = (
 )
 EVENT_TYPES = (("view", "View"), ("add_to_cart", "Add to cart"), ("purchase", "Purchase"))
 CATALOG_PAGE = 50  # items shown when the user asks to see the catalog
+CATEGORY_PAGE = 15  # categories offered at once, the largest first
+BROWSE_PAGE = 20  # items of a category shown at once
 MAX_COUNT = 100  # the API's largest `count`
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 class EndOfInput(Exception):
@@ -41,12 +44,25 @@ def _table(headers: list[str], rows: list[list[str]], numeric: Collection[int] =
     return "\n".join([line(headers), line(["-" * width for width in widths]), *map(line, rows)])
 
 
+def _local_time(seconds: float) -> str:
+    """Unix seconds as this machine's local date and time, to the second."""
+    return time.strftime(TIME_FORMAT, time.localtime(seconds))
+
+
+def _is_time(key: str, value: object) -> bool:
+    """Whether a stats value is a moment in Unix seconds (`fitted_at`, `last_run`, ...), not a duration."""
+    return (key.endswith("_at") or key in ("time", "last_run")) and isinstance(value, (int, float)) \
+        and not isinstance(value, bool) and value > 0
+
+
 def _summary(values: dict) -> str:
-    """A one-line `key=value` view of a stats section; nested values as compact JSON."""
-    return ", ".join(
-        f"{key}={json.dumps(value, separators=(',', ':')) if isinstance(value, (dict, list)) else value}"
-        for key, value in values.items()
-    ) or "-"
+    """A one-line `key=value` view of a stats section; moments as local date-times, nested values as JSON."""
+    def shown(key: str, value: object) -> object:
+        if _is_time(key, value):
+            return _local_time(value)
+        return json.dumps(value, separators=(',', ':')) if isinstance(value, (dict, list)) else value
+
+    return ", ".join(f"{key}={shown(key, value)}" for key, value in values.items()) or "-"
 
 
 class Shell:
@@ -135,23 +151,25 @@ class Shell:
             for rank, entry in enumerate(entries, 1):
                 item = self._item(entry["item"])
                 rows.append([str(rank), item["name"], item.get("category") or "-",
-                             f"{entry['score']:.3f}", entry.get("strategy", "-")])
-            self._say(_table(["#", "Item", "Category", "Score", "Strategy"], rows, numeric={0, 3}))
+                             f"{entry['score']:.3f}", entry.get("strategy", "-"), entry.get("reason") or "-"])
+            self._say(_table(["#", "Item", "Category", "Score", "Strategy", "Why"], rows, numeric={0, 3}))
         else:
             self._say("(nothing to show)")
         self._last_list = [entry["item"] for entry in entries]
         self._say(f"source: {answer.get('source', '-')} | server {answer.get('response_time_ms', '?')} ms"
                   f" | round trip {round_trip_ms:.1f} ms")
 
-    def _show_items(self, title: str, items: list[dict]) -> None:
+    def _show_items(self, title: str, items: list[dict], first: int = 1) -> None:
+        """Items as a numbered table; numbers from `first` continue the last list (a further page of it)."""
         self._say()
         self._say(title)
         rows = [[str(number), item["item_id"], item["name"], item.get("category") or "-", item.get("brand") or "-",
                  "-" if item.get("price") is None else f"{item['price']:.2f}"]
-                for number, item in enumerate(items, 1)]
+                for number, item in enumerate(items, first)]
         self._say(_table(["#", "Id", "Name", "Category", "Brand", "Price"], rows, numeric={0, 5}))
         self._items.update((item["item_id"], item) for item in items)
-        self._last_list = [item["item_id"] for item in items]
+        shown = [item["item_id"] for item in items]
+        self._last_list = shown if first == 1 else self._last_list[:first - 1] + shown
 
     def _show_catalog(self) -> None:
         answer = self.client.items(limit=CATALOG_PAGE)
@@ -212,13 +230,30 @@ class Shell:
                   f", round trip {round_trip_ms:.1f} ms)")
 
     def _pick_category(self, title: str, categories: list[dict], first_option: str | None = None) -> str | None:
-        """A category name chosen from GET /categories' list; None if `first_option` is chosen."""
-        names = [None] if first_option else []
-        options = [first_option] if first_option else []
-        for entry in categories:
-            names.append(entry["name"])
-            options.append(f"{entry['name']} ({entry['count']} items)")
-        return names[self._choose(title, options)]
+        """A category name chosen from GET /categories' list; None if `first_option` is chosen.
+
+        The largest categories come first, CATEGORY_PAGE at a time: a last option shows the next ones
+        (from the last page, the first ones again).
+        """
+        ranked = sorted(categories, key=lambda entry: (-entry["count"], entry["name"]))
+        start = 0
+        while True:
+            page = ranked[start:start + CATEGORY_PAGE]
+            names: list[str | None] = [None] if first_option else []
+            options = [first_option] if first_option else []
+            for entry in page:
+                names.append(entry["name"])
+                options.append(f"{entry['name']} ({entry['count']} items)")
+            heading = title
+            if len(ranked) > CATEGORY_PAGE:
+                end = start + len(page)
+                heading = f"{title} ({start + 1}-{end} of {len(ranked)}, the largest first)"
+                options.append(f"More categories ({end + 1}-{min(end + CATEGORY_PAGE, len(ranked))})"
+                               if end < len(ranked) else f"Back to the largest categories (1-{CATEGORY_PAGE})")
+            choice = self._choose(heading, options)
+            if choice < len(names):
+                return names[choice]
+            start = start + CATEGORY_PAGE if start + CATEGORY_PAGE < len(ranked) else 0
 
     def browse_categories(self) -> None:
         categories = self.client.categories()["categories"]
@@ -226,8 +261,17 @@ class Shell:
             self._say("The catalog has no categories yet.")
             return
         category = self._pick_category("Categories:", categories)
-        answer = self.client.items(category=category, limit=1000)
-        self._show_items(f"{category} ({answer['total']} items)", answer["items"])
+        offset = 0
+        while True:
+            answer = self.client.items(category=category, limit=BROWSE_PAGE, offset=offset)
+            items, total = answer["items"], answer["total"]
+            shown = f"{offset + 1}-{offset + len(items)} of {total}" if total > len(items) else str(total)
+            self._show_items(f"{category} ({shown} items)", items, first=offset + 1)
+            offset += len(items)
+            if not items or offset >= total:
+                return
+            if self._ask(f"Enter for the next {min(BROWSE_PAGE, total - offset)}, anything else to stop: "):
+                return
 
     def find_similar(self) -> None:
         item_id = self._ask_item("Similar to which item")

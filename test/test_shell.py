@@ -73,7 +73,7 @@ def test_new_user_and_switching(server):
         "4", "shell_test_user",            # created through POST /users
         "6", "1", "3",                     # popular items, all categories, top 3
         "8", "2",                          # switch to bob
-        "4", "1",                          # browse the first category
+        "4", "1", "q",                     # browse the first category; no next page
         "9",
     )
     assert code == 0
@@ -83,6 +83,54 @@ def test_new_user_and_switching(server):
     assert "Logged in as bob." in out and "[bob] What next?" in out
     assert re.search(r"#\s+Id\s+Name\s+Category\s+Brand\s+Price", out)
 
+
+
+LOCAL_TIME = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"
+
+
+def test_recommendations_say_why_and_times_are_local_date_times(server):
+    code, out = session(server.url, "1", "1", "3", "7", "9")  # alice's top 3, then the stats
+    assert code == 0
+    header = re.search(r"#\s+Item\s+Category\s+Score\s+Strategy\s+Why\n", out)
+    assert header, out
+    rows = out[header.end():].splitlines()[1:4]  # after the dashes
+    reasons = [entry["reason"] for entry in ApiClient(server.url).recommendations("alice", 3)["recommendations"]]
+    assert len(rows) == 3 and all(row.rstrip().endswith(reason) for row, reason in zip(rows, reasons)), (rows, reasons)
+    assert re.search(rf"Engine: .*fitted_at={LOCAL_TIME}", out), out
+    assert not re.search(r"=1\d{9}(\.\d+)?\b", out), "epoch seconds in the output"
+
+
+def test_many_categories_are_offered_a_page_at_a_time(server):
+    client = ApiClient(server.url)
+    for n in range(80):
+        client.put_item({"item_id": f"paging_{n:03d}", "name": f"Paging item {n}", "category": f"paging_{n:03d}"})
+    ranked = sorted(client.categories()["categories"], key=lambda entry: (-entry["count"], entry["name"]))
+    total, pages = len(ranked), -(-len(ranked) // 15)
+    back = 1 + (total - 15 * (pages - 1)) + 1  # "Back to the largest" on the last page, after "all categories"
+    code, out = session(server.url, "1", "4", "16", "1", "9")  # browse: next page, its first category
+    assert code == 0
+    listings = re.findall(r"Categories: \((\d+)-(\d+) of (\d+), the largest first\)\n((?:  \d+\. .*\n)+)", out)
+    assert [(first, last, of) for first, last, of, _ in listings] == [("1", "15", str(total)), ("16", "30", str(total))]
+    first_page = listings[0][3].splitlines()
+    assert len(first_page) == 16 and first_page[-1] == "  16. More categories (16-30)"
+    assert first_page[0] == f"  1. {ranked[0]['name']} ({ranked[0]['count']} items)"  # the largest first
+    chosen = ranked[15]["name"]
+    assert f"{chosen} (1 items)" in out and "Paging item" in out
+
+    code, out = session(server.url, "1", "6", *["17"] * (pages - 1), str(back), "1", "3", "9")  # popular: wrap around
+    assert code == 0
+    assert f"  {back}. Back to the largest categories (1-15)" in out
+    assert "Popular items (all categories)" in out  # after wrapping, option 1 is still "all categories"
+
+
+def test_a_large_category_is_shown_a_page_at_a_time(server):
+    category = max(ApiClient(server.url).categories()["categories"], key=lambda entry: entry["count"])
+    assert category["count"] > 40
+    code, out = session(server.url, "1", "4", "1", "", "q", "9")  # first page, next page, stop
+    assert code == 0
+    assert f"{category['name']} (1-20 of {category['count']} items)" in out
+    assert f"{category['name']} (21-40 of {category['count']} items)" in out
+    assert re.search(r"^\s*40\s+\S+", out, re.M) and not re.search(r"^\s*41\s+\S+", out, re.M)
 
 def test_end_of_input_leaves_cleanly(server):
     code, out = session(server.url, "1")  # log in, then the script ends at the menu
