@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     max_count: int = 100  # largest `count` a client may ask for; also what the cache keeps
     default_count: int = 10
     max_body_bytes: int = 64 * 1024
+    # An event dated further ahead than this is refused (422): one client with a wrong clock must not
+    # outrank everybody's real activity in trending, where newer counts more.
+    timestamp_max_future_seconds: float = 24 * 3600
     ttl: CacheTTLs = Field(default_factory=CacheTTLs)
     hybrid: HybridWeights = Field(default_factory=HybridWeights)
     # Overrides of the collaborative blend's registered default weights, from COLLABORATIVE_WEIGHT_<NAME>

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from service import NotFoundError
 from web.context import get_service, parse_body, parse_query
 from web.schemas import ItemBody, ItemPath, ItemsQuery
 
@@ -13,6 +14,8 @@ bp = Blueprint("catalog", __name__)
 def list_items() -> dict:
     query = parse_query(ItemsQuery)
     items, total = get_service().list_items(query.category, query.limit, query.offset)
+    if query.category is not None and total == 0:  # categories exist through their items, as in /popular
+        raise NotFoundError("category", query.category)
     return {"items": [item.as_dict() for item in items], "total": total}
 
 

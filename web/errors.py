@@ -3,11 +3,14 @@ never see Werkzeug's HTML pages or a bare 500, whatever they send."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from flask import Flask, Request, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import LimitedStream
 
 from service import InvalidRequestError, NotFoundError
 from storage import Store
@@ -37,13 +40,65 @@ class ApiError(Exception):
         return response
 
 
+# No body or Socket.IO message of this API nests more than 3 levels; Python's parser recurses, so a deep
+# one (a few KiB of `[`) would raise RecursionError, which is no ValueError: a 500 with a traceback.
+MAX_JSON_DEPTH = 32
+_JSON_STRINGS = {str: re.compile(r'"(?:[^"\\]|\\.)*"', re.S), bytes: re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)}
+_JSON_BRACKETS = {str: re.compile(r"[\[\]{}]"), bytes: re.compile(rb"[\[\]{}]")}
+_OPENERS = {str: ("[", "{"), bytes: (b"[", b"{")}
+
+
+def json_too_deep(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON `text` nests arrays and objects deeper than `limit` (brackets inside strings aside)."""
+    kind = type(text)
+    opening, opening_object = _OPENERS[kind]
+    if text.count(opening) + text.count(opening_object) <= limit:  # every ordinary body: no scan at all
+        return False
+    depth = 0
+    for bracket in _JSON_BRACKETS[kind].findall(_JSON_STRINGS[kind].sub(opening[:0], text)):
+        depth += 1 if bracket in (opening, opening_object) else -1
+        if depth > limit:
+            return True
+    return False
+
+
+class _StrictMaxStream(LimitedStream):
+    """A body without Content-Length (chunked) read up to MAX_BODY_BYTES, and refused if more follows.
+
+    Werkzeug's own max-length stream stops reading at the limit without noticing what follows, so a
+    chunked body over the limit was cut there and the rest ignored: the cut JSON was then accepted.
+    """
+
+    def readall(self) -> bytes:
+        data = super().readall()
+        if self.is_exhausted and self._stream.read(1):
+            self.on_exhausted()  # RequestEntityTooLarge: 413
+        return data
+
+
 class ApiRequest(Request):
-    """Says what is wrong with a malformed JSON body; Flask hides that outside debug mode."""
+    """Says what is wrong with a malformed JSON body (Flask hides that outside debug mode), refuses JSON
+    nested deeper than MAX_JSON_DEPTH with 400, and a chunked body over the size limit with 413."""
+
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True):
+        if (force or self.is_json) and json_too_deep(self.get_data(cache=True)):
+            if silent:
+                return None
+            raise BadRequest(f"malformed JSON body: nested deeper than {MAX_JSON_DEPTH} levels")
+        return super().get_json(force=force, silent=silent, cache=cache)
 
     def on_json_loading_failed(self, e: ValueError | None):
         if e is None:  # not a JSON content type: Flask's 415
             return super().on_json_loading_failed(e)
         raise BadRequest(f"malformed JSON body: {e}")
+
+    @cached_property
+    def stream(self):
+        limit = self.max_content_length
+        if (not self.shallow and limit is not None and self.content_length is None
+                and "wsgi.input_terminated" in self.environ):  # a server that decodes chunked bodies
+            return _StrictMaxStream(self.environ["wsgi.input"], limit, is_max=True)
+        return Request.stream.fget(self)
 
 
 def _api_error(error: ApiError) -> Response:

@@ -84,7 +84,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/event"): Operation(
         "Record a behavioural event and get fresh recommendations",
         {201: answers.EventRecorded}, body=EventBody, not_found="unknown product"),
-    ("GET", "/items"): Operation("Browse the catalog", {200: answers.ItemPage}, ItemsQuery),
+    ("GET", "/items"): Operation("Browse the catalog, or one category of it", {200: answers.ItemPage}, ItemsQuery,
+                                 not_found="unknown category"),
     ("GET", "/items/<item_id>"): Operation("One item", {200: answers.Item}, ItemPath, not_found="unknown item"),
     ("POST", "/items"): Operation(
         "Add (201) or update (200) an item", {201: answers.ItemSaved, 200: answers.ItemSaved},

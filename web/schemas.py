@@ -7,6 +7,7 @@ as validation context: `Model.model_validate(data, context={"settings": settings
 """
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -45,6 +46,15 @@ def _iso_to_unix(value: Any) -> Any:
     return value
 
 
+def _not_far_ahead(value: float, info: ValidationInfo) -> float:
+    """Refuse a time further ahead than TIMESTAMP_MAX_FUTURE_SECONDS: trending favours newer events, so
+    one event dated a month ahead would outrank a day of real activity."""
+    tolerance = info.context["settings"].timestamp_max_future_seconds
+    if value > time.time() + tolerance:
+        raise ValueError(f"timestamp is more than {tolerance:g} seconds in the future")
+    return value
+
+
 def _count_or_default(value: Any, info: ValidationInfo) -> Any:
     """A missing count means the configured default."""
     return info.context["settings"].default_count if value is None else value
@@ -65,7 +75,7 @@ Id = Annotated[
 Rating = Annotated[float, Field(strict=True, ge=1, le=5, allow_inf_nan=False)]
 LATEST_TIMESTAMP = 253402300799.0  # 9999-12-31T23:59:59Z, the last instant a datetime can hold
 Timestamp = Annotated[float, Field(strict=True, ge=0, le=LATEST_TIMESTAMP, allow_inf_nan=False),
-                      BeforeValidator(_iso_to_unix)]
+                      BeforeValidator(_iso_to_unix), AfterValidator(_not_far_ahead)]
 Count = Annotated[int, Field(ge=1), BeforeValidator(_count_or_default), AfterValidator(_at_most_max_count)]
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the store
 Category = Annotated[str, Field(strict=True, min_length=1, max_length=64, pattern=NO_NUL)]
@@ -82,7 +92,7 @@ def _known_case(case: str) -> str:
 
 Case = Annotated[str, Field(strict=True), AfterValidator(_known_case),
                  WithJsonSchema({"type": "string", "enum": list(registry.cases())})]
-HybridMethod = Literal["adaptive", "switching"]
+HybridMethod = Literal["weighted", "adaptive", "switching"]  # recommenders/hybrid.py METHODS; weighted is the default
 
 
 class QueryModel(BaseModel):
@@ -194,7 +204,7 @@ class EventBody(BodyModel):
 class ItemBody(BodyModel):
     item_id: Id
     name: Annotated[str, Field(strict=True, min_length=1, max_length=200, pattern=NO_NUL)]
-    category: Annotated[str, Field(strict=True, max_length=64)] = ""
+    category: Annotated[str, Field(strict=True, max_length=64, pattern=NO_NUL)] = ""
     brand: Annotated[str, Field(strict=True, max_length=100, pattern=NO_NUL)] = ""
     description: Text = ""
     tags: Annotated[list[Annotated[str, Field(strict=True, min_length=1, max_length=64, pattern=NO_NUL)]],

@@ -1,0 +1,213 @@
+"""Issue 9's defects found by probing, and what a newcomer tripped on: a test (or a few) per defect.
+
+Inputs go through the Flask test client; connections, chunked bodies, Socket.IO and the pages go
+to real `python main.py serve` processes, with python-socketio clients, raw sockets and Chromium.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from config import load_settings
+from recommenders.hybrid import METHODS
+from service import RecommendationService
+from web import create_app
+from web.errors import MAX_JSON_DEPTH
+
+KEY = "probing-key-0123456789"
+KEY_HEADER = {"X-API-Key": KEY}
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+DAY = 24 * 3600
+IDLE_TIMEOUT, HEADER_TIMEOUT = 2.0, 1.0  # the live server's, in seconds
+PAGES = ("/", "/demo/realtime", "/dashboard", "/docs")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    settings = load_settings(database_url=f"sqlite:///{tmp_path_factory.mktemp('probing') / 'store.db'}",
+                             redis_url=None, rate_limit="")
+    service = RecommendationService.create(settings)
+    yield service
+    service.close()
+
+
+@pytest.fixture(scope="module")
+def make_client(service):
+    def make(**overrides):
+        return create_app(service.settings.model_copy(update=overrides), service=service).test_client()
+    return make
+
+
+@pytest.fixture(scope="module")
+def client(make_client):
+    return make_client()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def assert_error(answer, status: int, code: str) -> dict:
+    assert answer.status_code == status, answer.get_data(as_text=True)
+    body = answer.get_json()
+    assert body["error"] == code and body["message"], body
+    return body
+
+
+# ---- a timestamp more than a day ahead ----------------------------------------------------------
+
+@pytest.mark.parametrize("route, body", [
+    ("/event", {"product_id": "ipad", "event_type": "view"}),
+    ("/interactions", {"item_id": "ipad", "event_type": "purchase"}),
+])
+def test_an_event_dated_more_than_a_day_ahead_is_refused(client, route, body):
+    user = unique("clock")
+    month_ahead = time.time() + 30 * DAY
+    refused = assert_error(client.post(route, json={**body, "user_id": user, "timestamp": month_ahead}),
+                           422, "validation_error")
+    assert refused["details"] == [{"field": "timestamp", "message": "timestamp is more than 86400 seconds in the future"}]
+    iso_ahead = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2 * DAY))
+    assert_error(client.post(route, json={**body, "user_id": user, "timestamp": iso_ahead}), 422, "validation_error")
+    assert client.get(f"/users/{user}").status_code == 404  # nothing was stored
+    # a clock a few hours fast is tolerated
+    assert client.post(route, json={**body, "user_id": user, "timestamp": time.time() + 23 * 3600}).status_code == 201
+
+
+def test_the_tolerance_is_a_setting(make_client):
+    strict = make_client(timestamp_max_future_seconds=60)
+    event = {"user_id": unique("clock"), "product_id": "ipad", "event_type": "view"}
+    assert_error(strict.post("/event", json={**event, "timestamp": time.time() + 120}), 422, "validation_error")
+    assert strict.post("/event", json={**event, "timestamp": time.time() + 30}).status_code == 201
+
+
+# ---- JSON nested too deeply ---------------------------------------------------------------------
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH, 20_000])  # 20,000: Python's parser raised RecursionError
+@pytest.mark.parametrize("route, template", [
+    ("/interactions", '{"user_id": "alice", "item_id": "iphone", "rating": 5, "event_id": %s}'),
+    ("/event", '{"user_id": "alice", "product_id": "iphone", "event_type": "view", "timestamp": %s}'),
+    ("/items", '{"item_id": "deep", "name": "Deep", "tags": %s}'),
+    ("/users", '{"user_id": %s}'),
+])
+def test_json_nested_deeper_than_the_limit_is_400(client, route, template, depth):
+    answer = client.post(route, data=template % nested(depth), content_type="application/json")
+    body = assert_error(answer, 400, "bad_request")
+    assert body["message"] == f"malformed JSON body: nested deeper than {MAX_JSON_DEPTH} levels"
+
+
+def test_json_within_the_limit_and_brackets_inside_strings_are_fine(client):
+    name = "[" * 100 + "{" * 100
+    answer = client.post("/items", json={"item_id": unique("brackets"), "name": name, "tags": ["a[[[", "{{{"]})
+    assert answer.status_code == 201 and answer.get_json()["item"]["name"] == name
+    within = '{"user_id": "alice", "item_id": "iphone", "rating": 5, "event_id": %s}' % nested(MAX_JSON_DEPTH - 1)
+    assert_error(client.post("/interactions", data=within, content_type="application/json"), 422, "validation_error")
+
+
+# ---- NUL in a category --------------------------------------------------------------------------
+
+NUL_CATEGORY = "kit\u0000chen"
+CATEGORY_INPUTS = {  # every place a category is taken: (method, route) -> request
+    ("GET", "/items"): lambda client: client.get("/items", query_string={"category": NUL_CATEGORY}),
+    ("GET", "/popular"): lambda client: client.get("/popular", query_string={"category": NUL_CATEGORY}),
+    ("GET", "/recommend"): lambda client: client.get(
+        "/recommend", query_string={"user_id": "alice", "category": NUL_CATEGORY}),
+    ("POST", "/items"): lambda client: client.post(
+        "/items", json={"item_id": unique("nul"), "name": "Thing", "category": NUL_CATEGORY}),
+}
+
+
+def test_nul_in_a_category_is_422_wherever_a_category_is_taken(client):
+    for (method, route), send in CATEGORY_INPUTS.items():
+        body = assert_error(send(client), 422, "validation_error")
+        assert body["details"][0]["field"] == "category", (method, route, body)
+
+
+def test_every_route_taking_a_category_is_covered(client):
+    """A route that starts taking a category must join CATEGORY_INPUTS."""
+    document = client.get("/openapi.json").get_json()
+    taking = set()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            names = {parameter["name"] for parameter in operation.get("parameters", ())}
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            if "$ref" in body:
+                names |= set(document["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]["properties"])
+            if "category" in names:
+                taking.add((method.upper(), path))
+    assert taking == set(CATEGORY_INPUTS)
+
+
+# ---- /metrics under API_KEY_READS ---------------------------------------------------------------
+
+def test_metrics_need_the_key_when_reads_are_protected(make_client):
+    protected = make_client(api_key=KEY, api_key_reads=True)
+    assert_error(protected.get("/metrics"), 401, "unauthorized")
+    answer = protected.get("/metrics", headers=KEY_HEADER)
+    assert answer.status_code == 200 and b"http_requests_total" in answer.get_data()
+    assert make_client(api_key=KEY).get("/metrics").status_code == 200  # reads open: so is /metrics
+
+
+# ---- the newcomer's trips: `weighted`, unknown categories ---------------------------------------
+
+def test_weighted_is_accepted_as_the_default_hybrid_method(client):
+    weighted = client.get("/recommend?user_id=alice&method=weighted&count=5")
+    assert weighted.status_code == 200, weighted.get_data(as_text=True)
+    assert weighted.get_json()["method"] == "weighted"
+    default = client.get("/recommend?user_id=alice&count=5").get_json()
+    assert [r["item"] for r in weighted.get_json()["recommendations"]] == [r["item"] for r in default["recommendations"]]
+    for method in METHODS:
+        assert client.get(f"/recommend?user_id=alice&method={method}").status_code == 200, method
+    document = client.get("/openapi.json").get_json()
+    method_parameter = next(p for p in document["paths"]["/recommend"]["get"]["parameters"] if p["name"] == "method")
+    assert method_parameter["schema"]["enum"] == list(METHODS)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert all(f"`{method}`" in readme for method in METHODS)
+
+
+def test_an_unknown_category_is_404_on_items_as_on_popular(client):
+    for path in ("/items?category=no_such_category", "/popular?category=no_such_category"):
+        assert assert_error(client.get(path), 404, "not_found")["message"] == "unknown category 'no_such_category'"
+    known = client.get("/items?category=kitchen&offset=100000")  # past the end of a known one: empty, not 404
+    assert known.status_code == 200 and known.get_json()["items"] == [] and known.get_json()["total"] > 0
+    assert "404" in client.get("/openapi.json").get_json()["paths"]["/items"]["get"]["responses"]
+
+
+# ---- a real server (short connection timeouts): chunked bodies, Socket.IO, connections --------
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    from live_server import start_server
+
+    server = start_server(tmp_path_factory.mktemp("probing-server"), RATE_LIMIT="",
+                          HTTP_IDLE_TIMEOUT_SECONDS=str(IDLE_TIMEOUT), HTTP_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT))
+    yield server
+    server.stop()
+
+
+def test_a_chunked_body_over_the_limit_is_413(live):
+    user = unique("chunked")
+    valid = json.dumps({"user_id": user, "item_id": "iphone", "rating": 5}).encode()
+    padded = valid + b" " * 70_000  # valid JSON even when cut at 64 KiB: it was stored, with 201
+
+    def chunks(body: bytes):
+        yield from (body[start:start + 8192] for start in range(0, len(body), 8192))
+
+    answer = requests.post(f"{live.url}/interactions", data=chunks(padded),
+                           headers={"Content-Type": "application/json"}, timeout=10)
+    assert answer.status_code == 413 and answer.json()["error"] == "payload_too_large"
+    assert requests.get(f"{live.url}/users/{user}", timeout=5).status_code == 404  # nothing stored
+    assert requests.post(f"{live.url}/interactions", data=chunks(valid), headers={"Content-Type": "application/json"},
+                         timeout=10).status_code == 201  # a chunked body within the limit is fine
+    exactly = valid + b" " * (65536 - len(valid))
+    assert requests.post(f"{live.url}/interactions", data=chunks(exactly), headers={"Content-Type": "application/json"},
+                         timeout=10).status_code == 201
