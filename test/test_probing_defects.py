@@ -6,12 +6,15 @@ to real `python main.py serve` processes, with python-socketio clients, raw sock
 from __future__ import annotations
 
 import json
+import re
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 import requests
+import socketio
 
 from config import load_settings
 from recommenders.hybrid import METHODS
@@ -211,3 +214,171 @@ def test_a_chunked_body_over_the_limit_is_413(live):
     exactly = valid + b" " * (65536 - len(valid))
     assert requests.post(f"{live.url}/interactions", data=chunks(exactly), headers={"Content-Type": "application/json"},
                          timeout=10).status_code == 201
+
+
+# ---- Socket.IO: bad calls answer an `error` event -------------------------------------------------
+
+class Subscriber:
+    """A python-socketio client that records `registered`, `realtime_recommendation` and `error` events."""
+
+    def __init__(self, url: str, transport: str = "websocket") -> None:
+        self.events: dict[str, list] = {"registered": [], "realtime_recommendation": [], "error": []}
+        self._arrived = threading.Condition()
+        self.client = socketio.Client(reconnection=False)
+        for name in self.events:
+            self.client.on(name, lambda payload=None, name=name: self._record(name, payload))
+        self.client.connect(url, transports=[transport] if transport == "websocket" else None, wait_timeout=5)
+
+    def _record(self, name: str, payload) -> None:
+        with self._arrived:
+            self.events[name].append(payload)
+            self._arrived.notify_all()
+
+    def wait_for(self, name: str, count: int = 1) -> list:
+        with self._arrived:
+            assert self._arrived.wait_for(lambda: len(self.events[name]) >= count, 5), (name, self.events)
+            return self.events[name]
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+def test_register_user_with_wrong_arguments_gets_an_error_event(live):
+    subscriber = Subscriber(live.url)
+    try:
+        subscriber.client.emit("register_user")
+        subscriber.client.emit("register_user", ({"user_id": "alice"}, "extra"))
+        subscriber.client.eio.send('2["register_user",{"user_id":' + nested(50_000) + "}]")  # deeper than json.dumps goes
+        subscriber.client.eio.send('2["register_user",{"user_id": "alice"')  # not JSON
+        subscriber.client.emit("unregister_user", ("a", "b", "c"))
+        errors = subscriber.wait_for("error", 5)
+        assert [error["message"] for error in errors] == [
+            'register_user takes one argument, {"user_id": ...}; got 0',
+            'register_user takes one argument, {"user_id": ...}; got 2',
+            f"register_user: the message is not JSON, or is nested deeper than {MAX_JSON_DEPTH} levels",
+            f"register_user: the message is not JSON, or is nested deeper than {MAX_JSON_DEPTH} levels",
+            'unregister_user takes one argument, {"user_id": ...}; got 3',
+        ]
+        assert {error["error"] for error in errors} == {"validation_error"}
+        assert subscriber.client.call("register_user", {"user_id": "alice"}, timeout=5)["user_id"] == "alice"
+    finally:
+        subscriber.close()
+    time.sleep(0.2)
+    log = live.stderr.read_text()
+    assert "Traceback" not in log and "handler error" not in log, log[-3000:]
+
+
+# ---- Socket.IO credentials: rate limited, and revoked with the user ------------------------------
+
+ATTEMPTS = 5
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    from live_server import start_server
+
+    server = start_server(tmp_path_factory.mktemp("limited-server"), API_KEY=KEY, RATE_LIMIT=f"{ATTEMPTS} per minute")
+    yield server
+    server.stop()
+
+
+def issue_token(url: str, user_id: str) -> str:
+    answer = requests.post(f"{url}/auth/token", json={"user_id": user_id}, headers=KEY_HEADER, timeout=5)
+    answer.raise_for_status()
+    return answer.json()["token"]
+
+
+def test_failed_register_user_tokens_are_rate_limited(limited):
+    subscriber = Subscriber(limited.url)
+    try:
+        for guess in range(ATTEMPTS):
+            assert subscriber.client.call("register_user", {"user_id": "alice", "token": f"guess-{guess}"},
+                                          timeout=5) is None
+        assert {error["error"] for error in subscriber.wait_for("error", ATTEMPTS)} == {"unauthorized"}
+        # over the budget even the right token is refused, or a right guess would stand out
+        valid = issue_token(limited.url, "alice")
+        assert subscriber.client.call("register_user", {"user_id": "alice", "token": valid}, timeout=5) is None
+        refused = subscriber.wait_for("error", ATTEMPTS + 1)[-1]
+        assert refused["error"] == "too_many_requests"
+        assert re.fullmatch(rf"rate limit exceeded: {ATTEMPTS} per 1 minute failed attempts; retry in \d+ s",
+                            refused["message"]), refused
+        assert subscriber.events["registered"] == []
+    finally:
+        subscriber.close()
+    later = Subscriber(limited.url)  # a new connection from the same address shares the budget
+    try:
+        assert later.client.call("register_user", {"user_id": "alice", "token": valid}, timeout=5) is None
+        assert later.wait_for("error")[0]["error"] == "too_many_requests"
+    finally:
+        later.close()
+
+
+def test_failed_dashboard_keys_are_rate_limited(limited):
+    subscriber = Subscriber(limited.url)
+    try:
+        for guess in range(ATTEMPTS):
+            answer = subscriber.client.call("subscribe_dashboard", {"key": f"guess-{guess}"}, timeout=5)
+            assert answer == {"error": "unauthorized", "message": "invalid key"}
+        answer = subscriber.client.call("subscribe_dashboard", {"key": KEY}, timeout=5)
+        assert answer["error"] == "too_many_requests"
+        assert subscriber.wait_for("error")[0] == answer
+    finally:
+        subscriber.close()
+
+
+def test_attempts_are_counted_in_redis_and_in_memory_while_redis_is_away(service):
+    from web.rate_limits import AttemptLimiter
+
+    namespace = f"test-attempts-{uuid.uuid4().hex}"
+    app = create_app(service.settings.model_copy(update={"rate_limit": "2 per minute"}), service=service)
+    first = AttemptLimiter("2 per minute", "redis://127.0.0.1:6379/0", namespace)
+    second = AttemptLimiter("2 per minute", "redis://127.0.0.1:6379/0", namespace)  # another process
+    away = AttemptLimiter("2 per minute", "redis://127.0.0.1:1/0", namespace)
+    with app.test_request_context(environ_base={"REMOTE_ADDR": "192.0.2.7"}):
+        first.failed("register_user")
+        assert not second.blocked("register_user")
+        second.failed("register_user")
+        assert first.blocked("register_user") and second.blocked("register_user")
+        assert not first.blocked("subscribe_dashboard")  # each kind has its own budget
+        away.failed("register_user")
+        away.failed("register_user")
+        assert away.blocked("register_user")
+    with app.test_request_context(environ_base={"REMOTE_ADDR": "192.0.2.8"}):
+        assert not first.blocked("register_user")  # and each address
+
+
+def test_deleting_a_user_revokes_their_socket_tokens(tmp_path):
+    from live_server import start_server
+
+    user = unique("leaver")
+    first = start_server(tmp_path / "first", API_KEY=KEY, RATE_LIMIT="")
+    second = None
+    try:
+        requests.post(f"{first.url}/users", json={"user_id": user}, headers=KEY_HEADER, timeout=5).raise_for_status()
+        before = issue_token(first.url, user)
+        subscriber = Subscriber(first.url)
+        assert subscriber.client.call("register_user", {"user_id": user, "token": before}, timeout=5)["user_id"] == user
+        subscriber.close()
+
+        deleted = requests.delete(f"{first.url}/users/{user}", headers=KEY_HEADER, timeout=5)
+        assert deleted.status_code == 200
+        time.sleep(1.05)  # a token's issue time has whole seconds: the next second's is after the deletion
+        after = issue_token(first.url, user)
+        # Another process on the same store, started after the deletion: the log tells it too.
+        second = start_server(tmp_path / "second", API_KEY=KEY, RATE_LIMIT="",
+                              DATABASE_URL=f"sqlite:///{tmp_path / 'first' / 'server.db'}")
+        for server in (first, second):
+            subscriber = Subscriber(server.url)
+            try:
+                assert subscriber.client.call("register_user", {"user_id": user, "token": before}, timeout=5) is None
+                assert subscriber.wait_for("error")[0] == {
+                    "error": "unauthorized",
+                    "message": f"registering as {user} needs a valid token from POST /auth/token"}
+                answer = subscriber.client.call("register_user", {"user_id": user, "token": after}, timeout=5)
+                assert answer["user_id"] == user  # a token issued after the deletion works
+            finally:
+                subscriber.close()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()

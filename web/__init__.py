@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None, service: RecommendationService 
     for module in (recommendations, interactions, catalog, users, system, demo):
         app.register_blueprint(module.bp)
     subscriptions = app.extensions[socket_events.SUBSCRIPTIONS_KEY] = socket_events.Subscriptions()
-    socketio.init_app(app, async_mode=settings.async_mode)
+    socketio.init_app(app, async_mode=settings.async_mode, serializer=socket_events.GuardedPacket)
     app.extensions[SERVICE_KEY].notifier = socket_events.SocketIONotifier(socketio, subscriptions)
     init_rate_limits(app)  # before auth: limits also slow down guessing the API key
     init_auth(app)

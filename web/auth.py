@@ -9,6 +9,7 @@ With a key:
 - registering for a user's Socket.IO pushes needs a token for that user from `POST /auth/token`.
   Tokens are signed with HMAC-SHA256(API_KEY, TOKEN_SECRET_LABEL), so there is no second secret to
   configure, every process holding the key accepts them, and changing the key revokes them all.
+  DELETE /users/<id> revokes the user's: a token issued before the user's latest deletion is refused.
 A missing or wrong key gets 401 `{"error": "unauthorized", "message"}` with `WWW-Authenticate: ApiKey`.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.exceptions import NotFound
 
 from config.settings import Settings
-from web.context import get_settings, parse_body
+from web.context import get_service, get_settings, parse_body
 from web.errors import ApiError
 from web.schemas import BodyModel, Id
 
@@ -73,14 +74,24 @@ def issue_token() -> dict:
 
 
 def verify_token(user_id: str, token: str | None) -> bool:
-    """Whether `token` was issued for `user_id` under the configured key and has not expired."""
+    """Whether `token` was issued for `user_id` under the configured key, has not expired, and was
+    issued after the user's latest deletion (DELETE /users/<id> revokes the tokens issued before it).
+
+    A token's issue time has whole seconds, so one issued in the second of the deletion counts as
+    issued before it: a token for a re-created user works from the next second on.
+    """
     key = _configured_key()
     if key is None or token is None:
         return False
     try:
-        return _serializer(key).loads(token, max_age=get_settings().token_max_age_seconds) == user_id
+        signed_for, issued_at = _serializer(key).loads(
+            token, max_age=get_settings().token_max_age_seconds, return_timestamp=True)
     except BadData:  # bad signature, expired, or not ours at all
         return False
+    if signed_for != user_id:
+        return False
+    deleted_at = get_service().store.user_deleted_at(user_id)  # the log is shared: every process agrees
+    return deleted_at is None or issued_at.timestamp() > deleted_at
 
 
 def has_valid_key() -> bool:

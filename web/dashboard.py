@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from flask import Blueprint, Flask, Response, current_app, send_from_directory
-from flask_socketio import join_room
+from flask_socketio import emit, join_room
 from werkzeug.exceptions import NotFound
 
 from config.settings import PROJECT_ROOT
@@ -32,6 +32,7 @@ from web.background import JOBS_KEY
 from web.context import SERVICE_KEY, SETTINGS_KEY
 from web.extensions import socketio
 from web.observability import METRICS_KEY
+from web.rate_limits import current_attempt_limiter, too_many_attempts
 from web.socket_events import SUBSCRIPTIONS_KEY
 
 log = logging.getLogger(__name__)
@@ -155,12 +156,24 @@ def _hit_rates(previous: dict[str, tuple[int, int]], current: dict[str, tuple[in
             for kind, (hits, misses) in deltas.items()}
 
 
-def on_subscribe_dashboard(data: object = None) -> dict:
-    """Join the dashboard room; the answer (the Socket.IO ack) carries the history for the charts."""
+def on_subscribe_dashboard(*args: object) -> dict:
+    """Join the dashboard room; the answer (the Socket.IO ack) carries the history for the charts.
+
+    With an API key, the message must carry it; with RATE_LIMIT too, a client's wrong keys are counted,
+    and over the limit it is refused (ack and `error` event) until its window ends, a right key too.
+    """
     configured = current_app.extensions[SETTINGS_KEY].api_key or None  # empty counts as none, as in web.auth
     if configured is not None:
+        attempts = current_attempt_limiter()
+        if attempts is not None and attempts.blocked("subscribe_dashboard"):
+            answer = too_many_attempts(attempts, "subscribe_dashboard")
+            emit("error", answer)
+            return answer
+        data = args[0] if len(args) == 1 else None  # anything else (nothing, several, UNREADABLE) has no key
         given = data.get("key") if isinstance(data, dict) else None
         if not isinstance(given, str) or not hmac.compare_digest(given.encode(), configured.encode()):
+            if attempts is not None:
+                attempts.failed("subscribe_dashboard")
             return {"error": "unauthorized", "message": "missing key" if given is None else "invalid key"}
     feed: DashboardFeed = current_app.extensions[FEED_KEY]
     join_room(feed.room)

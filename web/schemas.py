@@ -223,4 +223,5 @@ class SubscriptionMessage(BodyModel):
     """`register_user` / `unregister_user` over Socket.IO."""
 
     user_id: Id
-    token: str | None = None  # from POST /auth/token; required to register when an API key is configured
+    # from POST /auth/token; required to register when an API key is configured
+    token: Annotated[str, Field(strict=True, max_length=1024)] | None = None

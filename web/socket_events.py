@@ -7,6 +7,8 @@ connected to it, whichever process received the event: no message queue is neede
 """
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 from collections import defaultdict
@@ -14,13 +16,61 @@ from collections import defaultdict
 from flask import current_app, request
 from flask_socketio import SocketIO, emit, join_room, leave_room
 from pydantic import ValidationError
+from socketio import packet
 
 from web.auth import verify_token
 from web.context import get_service, get_settings, recommendations_json
+from web.errors import MAX_JSON_DEPTH, json_too_deep
 from web.extensions import socketio
+from web.rate_limits import current_attempt_limiter, too_many_attempts
 from web.schemas import SubscriptionMessage
 
 SUBSCRIPTIONS_KEY = "subscriptions"
+
+
+class Unreadable:
+    """What a handler receives in place of a message whose JSON is malformed or nested too deeply."""
+
+    def __repr__(self) -> str:
+        return "UNREADABLE"
+
+
+UNREADABLE = Unreadable()
+_EVENT_NAME = re.compile(r'^\d(?:\d+-)?(?:/[^,]*,)?\d*\[\s*("(?:[^"\\]|\\.)*")')
+
+
+class _DepthLimitedJSON:
+    """The standard json module (python-socketio's default) behind the depth check of HTTP bodies."""
+
+    dumps = staticmethod(json.dumps)
+
+    @staticmethod
+    def loads(text, **kwargs):
+        if isinstance(text, (str, bytes)) and json_too_deep(text):
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        return json.loads(text, **kwargs)
+
+
+class GuardedPacket(packet.Packet):
+    """Socket.IO packets (create_app passes this class as the server's serializer) that survive bad JSON.
+
+    python-socketio parses a message before any handler runs, and JSON nested a few thousand levels
+    deep raised RecursionError there: a traceback in the server log and no answer. Here a message nested
+    deeper than MAX_JSON_DEPTH, or not JSON at all, still reaches the handler of its event (when its
+    name can be read) as UNREADABLE, and the handler answers an `error` event.
+    """
+
+    json = _DepthLimitedJSON
+
+    def decode(self, encoded_packet):
+        try:
+            return super().decode(encoded_packet)
+        except (ValueError, RecursionError):
+            if self.packet_type != packet.EVENT or not isinstance(encoded_packet, str):
+                raise
+            name = _EVENT_NAME.match(encoded_packet)
+            self.data = [json.loads(name.group(1)) if name else "", UNREADABLE]  # "" has no handler
+            return 0
 
 
 def user_room(user_id: str) -> str:
@@ -85,14 +135,22 @@ def current_subscriptions() -> Subscriptions:
     return current_app.extensions[SUBSCRIPTIONS_KEY]
 
 
-def _message(data: object) -> SubscriptionMessage | None:
-    """The validated message, or None after telling the client what was wrong."""
+def _message(event: str, args: tuple) -> SubscriptionMessage | None:
+    """The event's one argument, validated; or None after telling the client what was wrong."""
+    if len(args) != 1:
+        return _invalid(f"{event} takes one argument, {{\"user_id\": ...}}; got {len(args)}")
+    if args[0] is UNREADABLE:
+        return _invalid(f"{event}: the message is not JSON, or is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return SubscriptionMessage.model_validate(data)
+        return SubscriptionMessage.model_validate(args[0])
     except ValidationError as error:
         details = error.errors(include_url=False, include_context=False, include_input=False)
-        emit("error", {"error": "validation_error", "message": details[0]["msg"] if details else "invalid message"})
-        return None
+        return _invalid(details[0]["msg"] if details else "invalid message")
+
+
+def _invalid(message: str) -> None:
+    emit("error", {"error": "validation_error", "message": message})
+    return None
 
 
 @socketio.on("connect")
@@ -106,15 +164,26 @@ def on_disconnect(reason: object = None) -> None:
 
 
 @socketio.on("register_user")
-def on_register_user(data: object) -> dict | None:
-    """Join the user's room and answer with their current recommendations."""
-    message = _message(data)
+def on_register_user(*args: object) -> dict | None:
+    """Join the user's room and answer with their current recommendations.
+
+    With an API key, the token is checked; with RATE_LIMIT too, a client's failed tokens are counted,
+    and over the limit every registration of that client is refused until its window ends.
+    """
+    message = _message("register_user", args)
     if message is None:
         return None
-    if get_settings().api_key and not verify_token(message.user_id, message.token):
-        emit("error", {"error": "unauthorized",
-                       "message": f"registering as {message.user_id} needs a valid token from POST /auth/token"})
-        return None
+    if get_settings().api_key:
+        attempts = current_attempt_limiter()
+        if attempts is not None and attempts.blocked("register_user"):
+            emit("error", too_many_attempts(attempts, "register_user"))
+            return None
+        if not verify_token(message.user_id, message.token):
+            if attempts is not None:
+                attempts.failed("register_user")
+            emit("error", {"error": "unauthorized",
+                           "message": f"registering as {message.user_id} needs a valid token from POST /auth/token"})
+            return None
     join_room(user_room(message.user_id))
     current_subscriptions().add(request.sid, message.user_id)
     result = get_service().realtime_recommendations(message.user_id, get_settings().default_count)
@@ -125,8 +194,8 @@ def on_register_user(data: object) -> dict | None:
 
 
 @socketio.on("unregister_user")
-def on_unregister_user(data: object) -> dict | None:
-    message = _message(data)
+def on_unregister_user(*args: object) -> dict | None:
+    message = _message("unregister_user", args)
     if message is None:
         return None
     leave_room(user_room(message.user_id))
