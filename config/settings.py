@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     # An event dated further ahead than this is refused (422): one client with a wrong clock must not
     # outrank everybody's real activity in trending, where newer counts more.
     timestamp_max_future_seconds: float = 24 * 3600
+    # Connections (web/server.py): one that sends nothing for the idle timeout (a new one, keep-alive
+    # between requests, a stalled body) is closed, and one whose request line and headers take longer than
+    # the header timeout gets 408. The idle one is longer than a proxy's keep-alive (nginx: 60 s), so the
+    # proxy closes first. A Socket.IO WebSocket is exempt once upgraded: Engine.IO's ping/pong detects
+    # dead peers there. 0 turns a timeout off.
+    http_idle_timeout_seconds: float = 75.0
+    http_header_timeout_seconds: float = 20.0
     ttl: CacheTTLs = Field(default_factory=CacheTTLs)
     hybrid: HybridWeights = Field(default_factory=HybridWeights)
     # Overrides of the collaborative blend's registered default weights, from COLLABORATIVE_WEIGHT_<NAME>

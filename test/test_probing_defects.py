@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -15,12 +16,15 @@ from pathlib import Path
 import pytest
 import requests
 import socketio
+from playwright.sync_api import expect, sync_playwright
 
 from config import load_settings
 from recommenders.hybrid import METHODS
 from service import RecommendationService
 from web import create_app
 from web.errors import MAX_JSON_DEPTH
+from web.landing import CONTENT_SECURITY_POLICY
+from web.openapi import DOCS_ASSETS
 
 KEY = "probing-key-0123456789"
 KEY_HEADER = {"X-API-Key": KEY}
@@ -382,3 +386,186 @@ def test_deleting_a_user_revokes_their_socket_tokens(tmp_path):
         first.stop()
         if second is not None:
             second.stop()
+
+
+# ---- security headers of the pages, /docs/assets ------------------------------------------------
+
+@pytest.mark.parametrize("path", PAGES)
+def test_html_pages_send_security_headers(client, path):
+    answer = client.get(path)
+    assert answer.status_code == 200 and answer.mimetype == "text/html"
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert answer.headers["X-Frame-Options"] == "DENY"
+    policy = answer.headers["Content-Security-Policy"]
+    assert policy == CONTENT_SECURITY_POLICY
+    assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy and "unsafe" not in policy
+    assert "<script>" not in answer.get_data(as_text=True)  # no inline script: the policy forbids them
+
+
+def test_scripts_and_stylesheets_are_not_sniffed_and_json_answers_are_unchanged(client):
+    for path in ("/docs/init.js", "/docs/assets/swagger-ui-bundle.js", "/static/demo/realtime.js",
+                 "/static/landing/landing.css"):
+        answer = client.get(path)
+        assert answer.status_code == 200 and answer.headers["X-Content-Type-Options"] == "nosniff", path
+    api = client.get("/health/live")
+    assert "Content-Security-Policy" not in api.headers and "X-Frame-Options" not in api.headers
+
+
+def test_docs_assets_serve_only_the_files_docs_uses(client):
+    page = client.get("/docs").get_data(as_text=True)
+    assert {f"/docs/assets/{name}" for name in DOCS_ASSETS} <= set(re.findall(r'(?:href|src)="([^"]+)"', page))
+    for name in DOCS_ASSETS:
+        assert client.get(f"/docs/assets/{name}").status_code == 200
+    for name in ("index.html", "swagger-initializer.js", "oauth2-redirect.html", "swagger-ui-bundle.js.map",
+                 "package.json", "README.md", "swagger-ui.js", "../swagger-ui-dist/index.html", "nope.js"):
+        assert_error(client.get(f"/docs/assets/{name}"), 404, "not_found")
+
+
+# ---- the landing page, and the start-up log naming its pages ---------------------------------
+
+def test_the_landing_page_links_the_demo_the_dashboard_and_the_docs(make_client):
+    answer = make_client(api_key=KEY, api_key_reads=True).get("/")  # open like the pages it links
+    assert answer.status_code == 200 and answer.mimetype == "text/html"
+    links = set(re.findall(r'href="([^"]+)"', answer.get_data(as_text=True)))
+    assert {"/demo/realtime", "/dashboard", "/docs"} <= links
+
+
+def test_the_start_up_log_names_the_landing_pages(live):
+    out = live.stdout.read_text()
+    for name, path in (("demo", "/demo/realtime"), ("dashboard", "/dashboard"), ("API docs", "/docs")):
+        assert re.search(rf"^  {name}: +{re.escape(live.url)}{path}$", out, re.M), out
+
+
+# ---- connection timeouts -------------------------------------------------------------------------
+
+def connect(server) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", server.process.port), timeout=10)
+    return connection
+
+
+def read_until_closed(connection: socket.socket) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    started, received = time.monotonic(), b""
+    while chunk := connection.recv(4096):
+        received += chunk
+    return received, time.monotonic() - started
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_idle_timeout(live):
+    with connect(live) as silent:
+        received, waited = read_until_closed(silent)
+    assert received == b"" and IDLE_TIMEOUT - 0.2 < waited < IDLE_TIMEOUT + 2
+
+
+@pytest.mark.parametrize("sent", [b"GET /hea", b"GET /health HTTP/1.1\r\nHost: x\r\n"], ids=["half a line", "no end"])
+def test_a_request_whose_headers_do_not_finish_gets_408_after_the_header_timeout(live, sent):
+    with connect(live) as slow:
+        slow.sendall(sent)
+        received, waited = read_until_closed(slow)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 Request Timeout") and b"Connection: close" in head
+    assert json.loads(body) == {"error": "request_timeout",
+                                "message": f"the request line and headers took longer than {HEADER_TIMEOUT:g} s"}
+    assert HEADER_TIMEOUT - 0.2 < waited < HEADER_TIMEOUT + 2
+
+
+def test_dripping_headers_do_not_extend_the_header_timeout(live):
+    with connect(live) as drip:
+        started = time.monotonic()
+        drip.sendall(b"GET /health HTTP/1.1\r\n")
+        try:
+            for _ in range(20):  # one header line every 0.3 s: each read is quick, the whole is not
+                time.sleep(0.3)
+                drip.sendall(b"X-Drip: 1\r\n")
+        except OSError:  # the server closed the connection
+            pass
+        received, _ = read_until_closed(drip)
+    assert received.startswith(b"HTTP/1.1 408") and time.monotonic() - started < HEADER_TIMEOUT + 2
+
+
+def test_a_keep_alive_connection_is_closed_once_idle_and_a_stalled_body_is_dropped(live):
+    with connect(live) as keep_alive:
+        keep_alive.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        received, waited = read_until_closed(keep_alive)
+    assert received.startswith(b"HTTP/1.1 200") and waited < IDLE_TIMEOUT + 2
+    with connect(live) as stalled:
+        stalled.sendall(b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100\r\n\r\n{\"user")
+        received, waited = read_until_closed(stalled)
+    assert received.startswith(b"HTTP/1.1 400") and waited < IDLE_TIMEOUT + 2
+
+
+def test_the_server_still_serves_after_the_timeouts(live):
+    idle = [connect(live) for _ in range(20)]
+    time.sleep(IDLE_TIMEOUT + 0.5)
+    try:
+        assert requests.get(f"{live.url}/health/live", timeout=5).status_code == 200
+        for connection in idle:  # all closed by the server by now
+            assert connection.recv(1) == b""
+    finally:
+        for connection in idle:
+            connection.close()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+def test_an_idle_socket_io_connection_outlives_the_timeouts(live, transport):
+    subscriber = Subscriber(live.url, transport)
+    try:
+        assert subscriber.client.call("register_user", {"user_id": "carol"}, timeout=5)["user_id"] == "carol"
+        subscriber.client.sleep(IDLE_TIMEOUT * 2)  # quiet for longer than both timeouts
+        assert subscriber.client.connected
+        event = {"user_id": "carol", "product_id": "cookbook", "event_type": "view"}
+        requests.post(f"{live.url}/event", json=event, timeout=5).raise_for_status()
+        assert subscriber.wait_for("realtime_recommendation")[0]["user_id"] == "carol"
+        assert subscriber.client.call("register_user", {"user_id": "carol"}, timeout=5)["user_id"] == "carol"
+    finally:
+        subscriber.close()
+
+
+# ---- the pages in Chromium: they work under their Content-Security-Policy ----------------------
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_pages_work_in_chromium_without_a_policy_violation(live):
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian chromium (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(base_url=live.url)
+        context.set_default_timeout(10_000)
+        # Every violation fires this event, also those the console would not show.
+        context.add_init_script("window.violations = [];"
+                                "document.addEventListener('securitypolicyviolation', e => "
+                                "window.violations.push(e.violatedDirective + ' ' + e.blockedURI));")
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        try:
+            page.goto("/")
+            for link in ("link-demo", "link-dashboard", "link-docs"):
+                expect(page.get_by_test_id(link)).to_be_visible()
+            assert page.evaluate("window.violations") == []
+
+            page.get_by_test_id("link-demo").click()
+            expect(page).to_have_url(f"{live.url}/demo/realtime")
+            expect(page.get_by_test_id("connection-text")).to_have_text("connected")
+            page.get_by_test_id("user-alice").click()
+            expect(page.get_by_test_id("rec-item").first).to_be_visible()  # drawn from the `registered` push
+            assert page.evaluate("window.violations") == []
+
+            page.goto("/dashboard")
+            expect(page.get_by_test_id("connection-text")).to_have_text("connected")
+            expect(page.get_by_test_id("chart-requests")).not_to_have_attribute("data-points", "0")  # uPlot drew
+            assert page.evaluate("window.violations") == []
+
+            page.goto("/docs")
+            expect(page.locator(".opblock").first).to_be_visible()  # Swagger UI rendered the document
+            page.locator(".opblock-summary").first.click()
+            page.locator("button.try-out__btn").first.click()
+            page.locator("button.execute").first.click()
+            expect(page.locator(".live-responses-table tr.response .response-col_status").first).to_contain_text("200")
+            assert page.evaluate("window.violations") == []
+        finally:
+            browser.close()
+    assert problems == []

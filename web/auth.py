@@ -4,7 +4,7 @@ With no API_KEY configured (the demo default; an empty value counts as none) eve
 With a key:
 - the write and admin routes in PROTECTED_ROUTES need it in the `X-API-Key` header;
 - with API_KEY_READS, so does every read, except what load balancers and browsers fetch without
-  one: the health checks, the API docs, the demo page and static files;
+  one: the health checks, the API docs, the landing page, the demo and dashboard pages and static files;
 - `/stats` without the key shows only its summary (PUBLIC_STATS_KEYS), with it everything;
 - registering for a user's Socket.IO pushes needs a token for that user from `POST /auth/token`.
   Tokens are signed with HMAC-SHA256(API_KEY, TOKEN_SECRET_LABEL), so there is no second secret to
@@ -40,7 +40,8 @@ PROTECTED_ROUTES = frozenset({
 READ_METHODS = frozenset({"GET", "HEAD"})
 # Reads that stay open under API_KEY_READS.
 # Pages that load without the key; their data still needs it (the dashboard asks for the key itself).
-PUBLIC_READ_PATHS = frozenset({"/health", "/health/live", "/openapi.json", "/docs", "/demo/realtime", "/dashboard"})
+PUBLIC_READ_PATHS = frozenset({"/", "/health", "/health/live", "/openapi.json", "/docs", "/demo/realtime",
+                               "/dashboard"})
 PUBLIC_READ_PREFIXES = ("/docs/", "/static/")
 # Cache hit rates and response times say how the service performs, not what it holds; the user,
 # item and connection counts, the model and the background jobs are for operators.

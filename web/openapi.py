@@ -126,8 +126,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/docs"): Operation(
         "Swagger UI on this document", {200: "text/html"}, not_found="npm has not fetched swagger-ui-dist"),
     ("GET", "/docs/assets/<path:filename>"): Operation(
-        "Swagger UI's files, from npm", {200: "*/*"},
-        not_found="unknown file, or npm has not fetched swagger-ui-dist"),
+        "Swagger UI's stylesheet and script, from npm", {200: "*/*"},
+        not_found="another file, or npm has not fetched swagger-ui-dist"),
+    ("GET", "/docs/init.js"): Operation("The script that starts Swagger UI on /docs", {200: "text/javascript"}),
+    ("GET", "/"): Operation("A page linking the demo, the dashboard and these docs", {200: "text/html"}),
+    ("GET", "/static/landing/<path:filename>"): Operation(
+        "The landing page's stylesheet", {200: "*/*"}, not_found="unknown file"),
 }
 
 # The error answers (web/errors.py), shared as components.responses; 405 cannot belong to an operation.
@@ -147,15 +151,20 @@ DOCS_PAGE = Template("""<!doctype html>
 <head>
   <meta charset="utf-8">
   <title>Recommendation API</title>
+  <link rel="icon" href="data:,">
   <link rel="stylesheet" href="$css">
 </head>
 <body>
-  <div id="swagger-ui"></div>
+  <div id="swagger-ui" data-url="$document"></div>
   <script src="$bundle"></script>
-  <script>SwaggerUIBundle({url: "$document", dom_id: "#swagger-ui", validatorUrl: null});</script>
+  <script src="$init"></script>
 </body>
 </html>
 """)
+DOCS_INIT_DIR = PROJECT_ROOT / "static" / "docs"
+# The only files of swagger-ui-dist that /docs loads; the package's demo pages, source maps and the
+# rest are not served.
+DOCS_ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js"})
 
 
 @bp.get("/openapi.json")
@@ -172,13 +181,21 @@ def docs() -> Response:
     _swagger_ui_dir()  # a JSON 404 when npm has not fetched Swagger UI
     page = DOCS_PAGE.substitute(css=url_for(".docs_asset", filename="swagger-ui.css"),
                                 bundle=url_for(".docs_asset", filename="swagger-ui-bundle.js"),
-                                document=url_for(".document"))
-    return Response(page, mimetype="text/html")
+                                init=url_for(".docs_init"), document=url_for(".document"))
+    return Response(page, mimetype="text/html")  # web/landing.py adds the Content-Security-Policy
 
 
 @bp.get("/docs/assets/<path:filename>")
 def docs_asset(filename: str) -> Response:
-    return send_from_directory(_swagger_ui_dir(), filename)
+    directory = _swagger_ui_dir()
+    if filename not in DOCS_ASSETS:
+        raise NotFound(f"/docs uses only {', '.join(sorted(DOCS_ASSETS))} from swagger-ui-dist")
+    return send_from_directory(directory, filename)
+
+
+@bp.get("/docs/init.js")
+def docs_init() -> Response:
+    return send_from_directory(DOCS_INIT_DIR, "init.js")
 
 
 def _swagger_ui_dir() -> Path:
