@@ -1,6 +1,7 @@
 """Command line of the recommendation service.
 
-    python main.py serve [--host H] [--port P]   production HTTP server
+    python main.py serve [--host H] [--port P] [--workers N|auto]
+                                                 production HTTP server; N > 1: N processes behind nginx
     python main.py shell [--url URL]             interactive shell against a running server
     python main.py load --format F PATH [--items ITEMS_CSV]
                                                  load a data set (preprocess/loaders) into the store
@@ -226,7 +227,13 @@ def open_shell(url: str | None = None) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return serve(args.host, args.port)
+    """One worker: this process serves, as always. More: a supervisor runs them behind nginx (workers/)."""
+    if args.workers == 1:
+        return serve(args.host, args.port)
+    from workers import run_workers
+
+    settings = _settings(args.host, args.port)
+    return run_workers(settings, args.workers, local_url(settings.host, settings.port))
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
@@ -306,6 +313,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     from preprocess.loaders import FORMATS  # imports no pandas (that comes with the load handler)
+    from workers import worker_count  # imports the standard library only
 
     parser = argparse.ArgumentParser(
         prog="main.py",
@@ -317,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser = commands.add_parser("serve", help="run the production HTTP server")
     serve_parser.add_argument("--host", help="address to bind (default: $HOST or 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port to bind (default: $PORT or 5000)")
+    serve_parser.add_argument("--workers", type=worker_count, default=1, metavar="N|auto",
+                              help="server processes behind nginx on that address (default 1: no nginx; "
+                                   "auto: one per core)")
 
     shell_parser = commands.add_parser("shell", help="interactive shell against a running server")
     shell_parser.add_argument("--url", help="server URL (default: http://$HOST:$PORT, i.e. http://127.0.0.1:5000)")

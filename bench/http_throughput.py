@@ -9,20 +9,36 @@ Run it against a live server (needs Debian's wrk: apt-get install -y wrk):
 
     python main.py serve &
     python bench/http_throughput.py [--url http://127.0.0.1:5000] [--duration 10]
+
+With --workers N it starts its own servers instead, one after the other on one fresh store:
+`python main.py serve` (one worker), then `python main.py serve --workers N` (nginx in front), and
+compares their cached throughput; the target is >= 0.85 x N (1.7 for two workers).
+
+    python bench/http_throughput.py --workers 2 [--duration 10]
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
-from _common import BenchError, KeepAliveClient, bench_parser, format_table, report_error, verdict, write_results
+from _common import (RESULTS_DIR, BenchError, KeepAliveClient, bench_parser, format_table, report_error, verdict,
+                     write_results)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))  # for main.ServerProcess: the production launcher and its health wait
+
+from main import ServerProcess, ServerStartError  # noqa: E402
 
 CONNECTIONS, THREADS = 32, 2
 RATIO_TARGET = 0.7
+WORKERS_TARGET_PER_WORKER = 0.85  # N workers must serve >= 0.85 x N times one worker's cached req/s
 CACHED_USERS = ("alice", "bob", "carol", "user_001", "user_002", "user_003", "user_004", "user_005")
 CACHED_ROW, LIVE_ROW = "GET /recommendations (cached)", "GET /health/live"
 # wrk prints latencies with the unit that fits: 812.00us, 3.21ms, 1.02s, 1.50m, 1.00h.
@@ -121,17 +137,93 @@ def throughput_table(record: dict[str, Any]) -> str:
     return format_table(headers, rows)
 
 
+class Workers(ServerProcess):
+    """`python main.py serve --workers N` on 127.0.0.1: its /health answers once nginx is in front."""
+
+    def __init__(self, count: int, env: dict[str, str], log) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        super().__init__(port, "127.0.0.1", env=env, stdout=log, stderr=subprocess.STDOUT, startup_timeout=300)
+        self.count = count
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--workers", str(self.count)]
+
+
+def measure_workers(count: int, duration: int) -> dict[str, Any]:
+    """One worker, then `count` behind nginx, on one fresh demo store: each one's `measure`, and the ratio."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("HOST", "PORT", "REDIS_URL", "LOG_REQUESTS", "RATE_LIMIT")}
+    runs: dict[int, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_http_workers_") as workdir:
+        env.update(DATABASE_URL=f"sqlite:///{workdir}/server.db", MODEL_DIR=f"{workdir}/models", LOAD_DEMO_DATA="1")
+        for workers in (1, count):  # the first seeds the store and trains; the second loads that artifact
+            log_path = Path(workdir) / f"workers-{workers}.log"
+            with log_path.open("w") as log:
+                server = Workers(workers, env, log)
+                try:
+                    server.start()
+                except ServerStartError as error:
+                    log.flush()
+                    tail = "\n".join(log_path.read_text().strip().splitlines()[-10:])
+                    raise BenchError(f"serve --workers {workers} did not start: {error}\n{tail}") from error
+                try:
+                    print(f"serve --workers {workers} at {server.url}: measuring ...", flush=True)
+                    runs[workers] = measure(server.url, duration)
+                finally:
+                    server.stop(timeout=60)
+    cached = {workers: record["results"][CACHED_ROW]["requests_per_s"] for workers, record in runs.items()}
+    ratio, target = cached[count] / cached[1], WORKERS_TARGET_PER_WORKER * count
+    return {"workers": count, "runs": {str(workers): record for workers, record in runs.items()},
+            "workers_ratio": round(ratio, 3), "workers_ratio_target": target, "pass": ratio >= target,
+            "ok": all(record["ok"] for record in runs.values())}
+
+
+def workers_table(record: dict[str, Any]) -> str:
+    headers = ["", "req/s", "p50", "p90", "p99", "max", "requests", "errors"]
+    rows = [[f"{workers} worker{'s' if workers != '1' else ''}: {row}", round(figures["requests_per_s"]),
+             figures["p50_ms"], figures["p90_ms"], figures["p99_ms"], figures["max_ms"], figures["requests"],
+             run["errors"][row]]
+            for workers, run in record["runs"].items() for row, figures in run["results"].items()]
+    return format_table(headers, rows)
+
+
+def main_workers(count: int, duration: int, out: Path) -> int:
+    try:
+        record = measure_workers(count, duration)
+    except BenchError as error:
+        return report_error(error, hint="Is nginx installed (apt-get install -y nginx)?")
+    print(f"wrk, {CONNECTIONS} connections on {THREADS} threads, {duration} s per endpoint and server, times in ms")
+    print(workers_table(record))
+    print(f"cached req/s, {count} workers / 1 worker: {record['workers_ratio']:.3f}   "
+          f"target >= {record['workers_ratio_target']:g}  {verdict(record['pass'])}")
+    if not record["ok"]:
+        print("CHECK FAILED: socket errors, non-2xx answers or uncached answers (see the JSON)")
+    write_results(out, record)
+    return 0 if record["ok"] and record["pass"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__.split("\n\n")[0], "http_throughput")
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per endpoint")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="start `serve` and then `serve --workers N` (ignores --url) and compare them")
     args = parser.parse_args(argv)
     if args.duration < 1:
         parser.error("--duration must be at least 1")
+    if args.workers is not None and args.workers < 2:
+        parser.error("--workers must be at least 2")
 
     try:
         wrk_path()
     except BenchError as error:
         return report_error(error, hint=None)
+    if args.workers:
+        # Its own file by default, so a --workers run does not overwrite the single-server figures.
+        out = args.out if args.out != RESULTS_DIR / "http_throughput.json" else \
+            RESULTS_DIR / f"http_throughput_workers{args.workers}.json"
+        return main_workers(args.workers, args.duration, out)
     try:
         record = measure(args.url, args.duration)
     except BenchError as error:
