@@ -35,9 +35,9 @@ class EngineBlend:
     """A blend the engine wires (the collaborative blend, the hybrid by `method`), fitted through a
     fresh engine on the training state, so it is measured exactly as it serves."""
 
-    def __init__(self, pick: Callable[[Engine], object]) -> None:
+    def __init__(self, pick: Callable[[Engine], object], method: str | None = None) -> None:
         self.pick = pick
-        self.method = getattr(pick, "method", None)
+        self.method = method  # named in the report
 
     def fit(self, data: InteractionData) -> "EngineBlend":
         components = {name: entry.factory() for name, entry in registry.registrations().items()}
@@ -51,10 +51,7 @@ class EngineBlend:
 
 
 def _hybrid(method: str) -> Callable[[Engine], HybridRecommender]:
-    def pick(engine: Engine) -> HybridRecommender:
-        return HybridRecommender(engine.hybrid.components, engine.hybrid.policy, method)
-    pick.method = method  # type: ignore[attr-defined]
-    return pick
+    return lambda engine: HybridRecommender(engine.hybrid.components, engine.hybrid.policy, method)
 
 
 def ours() -> dict[str, Callable[[], object]]:
@@ -65,7 +62,7 @@ def ours() -> dict[str, Callable[[], object]]:
         for name, entry in registry.registrations().items()}
     models["collaborative"] = lambda: EngineBlend(lambda engine: engine.collaborative)
     for method in METHODS:
-        models[f"hybrid_{method}"] = lambda method=method: EngineBlend(_hybrid(method))
+        models[f"hybrid_{method}"] = lambda method=method: EngineBlend(_hybrid(method), method)
     return models
 
 

@@ -250,9 +250,6 @@ class Engine:
                     "top_categories": [{"name": self.data.categories.id_of(i), "weight": round(float(totals[i]), 3)}
                                        for i in order if totals[i] > 0]}
 
-    def knows_item(self, item_id: str) -> bool:
-        return item_id in self.data.items
-
     def stats(self) -> dict:
         with self._lock:
             return {"users": self.data.n_users, "items": self.data.n_items,

@@ -59,6 +59,20 @@ def database_url(request, tmp_path):
 
 
 @pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """One store and engine behind every app of a module (no Redis, no rate limit); the apps differ only
+    in the settings each test gives create_app."""
+    from config import load_settings
+    from service import RecommendationService
+
+    settings = load_settings(database_url=f"sqlite:///{tmp_path_factory.mktemp('service') / 'store.db'}",
+                             redis_url=None, rate_limit="")
+    shared = RecommendationService.create(settings)
+    yield shared
+    shared.close()
+
+
+@pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`python main.py serve --port <free>` on its own SQLite file, healthy and ready; one per module."""
     from live_server import start_server

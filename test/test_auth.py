@@ -11,8 +11,6 @@ import requests
 import socketio
 from itsdangerous import TimestampSigner
 
-from config import load_settings
-from service import RecommendationService
 from web import create_app
 from web.auth import verify_token
 
@@ -20,16 +18,6 @@ KEY = "test-key-0123456789"
 KEY_HEADER = {"X-API-Key": KEY}
 WRONG_KEY_HEADER = {"X-API-Key": "not-the-key"}
 FULL_STATS = {"cache", "requests", "engine", "store", "realtime", "jobs"}
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    """One store and engine behind every app of this module; the apps differ only in settings."""
-    settings = load_settings(database_url=f"sqlite:///{tmp_path_factory.mktemp('auth') / 'store.db'}",
-                             redis_url=None, rate_limit="")
-    service = RecommendationService.create(settings)
-    yield service
-    service.close()
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,7 @@ import requests
 import socketio
 from playwright.sync_api import expect, sync_playwright
 
-from config import load_settings
 from recommenders.hybrid import METHODS
-from service import RecommendationService
 from web import create_app
 from web.errors import MAX_JSON_DEPTH
 from web.landing import CONTENT_SECURITY_POLICY
@@ -33,15 +31,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 DAY = 24 * 3600
 IDLE_TIMEOUT, HEADER_TIMEOUT = 2.0, 1.0  # the live server's, in seconds
 PAGES = ("/", "/demo/realtime", "/dashboard", "/docs")
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    settings = load_settings(database_url=f"sqlite:///{tmp_path_factory.mktemp('probing') / 'store.db'}",
-                             redis_url=None, rate_limit="")
-    service = RecommendationService.create(settings)
-    yield service
-    service.close()
 
 
 @pytest.fixture(scope="module")
