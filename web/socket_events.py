@@ -11,7 +11,7 @@ import json
 import re
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from flask import current_app, request
 from flask_socketio import SocketIO, emit, join_room, leave_room
@@ -78,10 +78,15 @@ def user_room(user_id: str) -> str:
 
 
 class Subscriptions:
-    """Which connection of this process listens for which users; counted in /stats."""
+    """Which connection of this process listens for which users; counted in /stats.
+
+    Every applied event asks `listening` for its user, so connections are also counted per user:
+    that question costs one lookup, not a scan of every connection.
+    """
 
     def __init__(self) -> None:
         self._users_by_sid: dict[str, set[str]] = defaultdict(set)
+        self._connections_by_user: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.pushes_sent = 0
 
@@ -91,19 +96,30 @@ class Subscriptions:
 
     def add(self, sid: str, user_id: str) -> None:
         with self._lock:
-            self._users_by_sid[sid].add(user_id)
+            users = self._users_by_sid[sid]
+            if user_id not in users:
+                users.add(user_id)
+                self._connections_by_user[user_id] += 1
 
     def remove(self, sid: str, user_id: str) -> None:
         with self._lock:
-            self._users_by_sid[sid].discard(user_id)
+            users = self._users_by_sid[sid]
+            if user_id in users:
+                users.discard(user_id)
+                self._forget_connection(user_id)
 
     def drop(self, sid: str) -> None:
         with self._lock:
-            self._users_by_sid.pop(sid, None)
+            for user_id in self._users_by_sid.pop(sid, set()):
+                self._forget_connection(user_id)
+
+    def _forget_connection(self, user_id: str) -> None:
+        self._connections_by_user[user_id] -= 1
+        if self._connections_by_user[user_id] <= 0:
+            del self._connections_by_user[user_id]
 
     def listening(self, user_id: str) -> bool:
-        with self._lock:
-            return any(user_id in users for users in self._users_by_sid.values())
+        return user_id in self._connections_by_user  # one dict lookup: atomic, no lock needed
 
     def count_push(self) -> None:
         with self._lock:
@@ -111,8 +127,7 @@ class Subscriptions:
 
     def stats(self) -> dict:
         with self._lock:
-            users = set().union(*self._users_by_sid.values()) if self._users_by_sid else set()
-            return {"connections": len(self._users_by_sid), "connected_users": len(users),
+            return {"connections": len(self._users_by_sid), "connected_users": len(self._connections_by_user),
                     "pushes_sent": self.pushes_sent}
 
 
