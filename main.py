@@ -264,17 +264,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     from storage import Store
 
     settings = _settings()
-    store = Store(settings.database_url)
     started = time.perf_counter()
     interactive = sys.stderr.isatty()
     try:
-        with tqdm(total=len(registrations()), desc="reading the log", unit="model", disable=not interactive) as bar:
-            def fitted(name: str) -> None:
-                bar.set_description(f"fitted {name}")
-                bar.update()
-            artifact = train(store, settings, on_component=fitted)
-    finally:
-        store.close()
+        store = Store(settings.database_url)
+        try:
+            with tqdm(total=len(registrations()), desc="reading the log", unit="model",
+                      disable=not interactive) as bar:
+                def fitted(name: str) -> None:
+                    bar.set_description(f"fitted {name}")
+                    bar.update()
+                artifact = train(store, settings, on_component=fitted)
+        finally:
+            store.close()
+    except (OSError, ValueError) as error:  # MODEL_DIR not writable, an unsupported DATABASE_URL
+        print(f"Cannot train: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        reason = Store.unavailable_reason(error)
+        if reason is None:
+            raise
+        print(f"Cannot train: {reason} (DATABASE_URL)", file=sys.stderr)
+        return 1
     manifest = artifact.manifest
     summary = {"artifact": str(artifact.path), "version": artifact.version,
                "fitted_through_seq": artifact.fitted_through_seq, **manifest["counts"],

@@ -357,6 +357,16 @@ def test_train_command_writes_the_artifact_a_server_then_loads_without_fitting(t
         app.extensions["recommendation_service"].close()
 
 
+@pytest.mark.parametrize("database_url, reason", [
+    ("postgresql://postgres@127.0.0.1:1/none", "the database cannot be reached"),
+    ("mysql://host/db", "unsupported database backend: mysql"),
+])
+def test_train_command_says_why_it_cannot_train(database_url, reason):
+    result = run_cli("train", database_url=database_url)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(f"Cannot train: {reason}") and "Traceback" not in result.stderr
+
+
 def test_load_command_reports_a_missing_file(tmp_path):
     result = run_cli("load", "--format", "ml-100k", str(tmp_path / "nowhere"),
                      database_url=f"sqlite:///{tmp_path / 'store.db'}")
