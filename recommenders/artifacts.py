@@ -22,6 +22,7 @@ import re
 import shutil
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 MANIFEST, STATE, COMPONENTS = "manifest.json", "state.npz", "components"
 _NAME = re.compile(r"^model-(\d{12})-(\d{13})$")
+
+
+class UnreadableArtifactError(RuntimeError):
+    """An artifact folder that is complete by name but cannot be read (damaged on disk, copied by hand)."""
 
 
 @dataclass(frozen=True)
@@ -116,14 +121,18 @@ def load_engine(artifact: Artifact, policy: HybridPolicy | None = None,
     """
     manifest = artifact.manifest
     if manifest.get("format") != FORMAT:
-        raise ValueError(f"{artifact.path}: artifact format {manifest.get('format')} is not {FORMAT}")
-    weighting = EventWeighting(**manifest["settings"]["event_weights"])
-    data = InteractionData.from_state(load_arrays(artifact.path / STATE), weighting)
+        raise UnreadableArtifactError(f"{artifact.path}: artifact format {manifest.get('format')} is not {FORMAT}")
+    try:
+        weighting = EventWeighting(**manifest["settings"]["event_weights"])
+        data = InteractionData.from_state(load_arrays(artifact.path / STATE), weighting)
+        loaded = {name: registry.component_class(name).load(artifact.path / COMPONENTS / name)
+                  for name in registry.registrations() if (artifact.path / COMPONENTS / name).is_dir()}
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
+        raise UnreadableArtifactError(f"{artifact.path}: {error!r}") from error
     components = {}
     for name in registry.registrations():
-        folder = artifact.path / COMPONENTS / name
-        if folder.is_dir():
-            components[name] = registry.component_class(name).load(folder)
+        if name in loaded:
+            components[name] = loaded[name]
         else:
             log.warning("artifact %s has no %s: fitting it now", artifact.version, name)
             components[name] = registry.registrations()[name].factory().fit(data)

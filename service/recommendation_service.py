@@ -14,7 +14,8 @@ from typing import Any, Callable, Protocol
 
 from config import Settings
 from preprocess.demo_catalog import demo_interactions, demo_items, demo_user_ids
-from recommenders.artifacts import Artifact, load_engine, newest_artifact, write_artifact
+from recommenders.artifacts import (Artifact, UnreadableArtifactError, list_artifacts, load_engine, newest_artifact,
+                                    write_artifact)
 from recommenders.engine import Engine, UnknownKeyError, anonymous_case
 from recommenders.registry import single_cases
 from recommenders.hybrid import HybridPolicy
@@ -93,6 +94,7 @@ class RecommendationService:
         # entry reaches exactly one engine, once, in order.
         self._apply_lock = threading.RLock()
         self._writes = GroupCommitter(self._write_events)
+        self._unreadable_versions: set[str] = set()
         # Runs work the answer does not wait for (pushes); the server makes it a greenlet of its own.
         self.defer: Callable[[Callable[[], None]], object] = lambda work: work()
         # Runs a blocking call; the server moves SQLite's group commits (a C call holding the event
@@ -105,10 +107,11 @@ class RecommendationService:
         store = Store(settings.database_url)
         if settings.load_demo_data and store.is_empty():
             seed_demo_data(store)
-        artifact = newest_artifact(settings.model_path)
-        if artifact is None or artifact.fitted_through_seq < (store.latest_checkpoint() or 0):
-            artifact = train(store, settings)  # first start, or a bulk load since: fit rather than replay
-        service = cls(settings, store, loaded_engine(store, settings, artifact), make_cache(settings))
+        engine, artifact = _newest_readable(store, settings)
+        if engine is None:  # first start, or a bulk load since the newest: fit rather than replay
+            artifact = train(store, settings)
+            engine = loaded_engine(store, settings, artifact)
+        service = cls(settings, store, engine, make_cache(settings))
         service.model_version = artifact.version
         return service
 
@@ -194,9 +197,14 @@ class RecommendationService:
     def check_for_new_model(self, run: Callable[[Callable[[], Engine]], Engine] = lambda work: work()) -> dict:
         """Load the newest artifact in MODEL_DIR if it is not the one in use (a scheduled job)."""
         artifact = newest_artifact(self.settings.model_path)
-        if artifact is None or artifact.version == self.model_version:
+        if artifact is None or artifact.version in (self.model_version, *self._unreadable_versions):
             return {"version": self.model_version, "swapped": False}
-        return {**self.load_model(artifact, run), "swapped": True}
+        try:
+            return {**self.load_model(artifact, run), "swapped": True}
+        except UnreadableArtifactError as error:  # keep serving the model in use; do not retry this one
+            self._unreadable_versions.add(artifact.version)
+            log.error("not swapping in an unreadable model artifact: %s", error)
+            return {"version": self.model_version, "swapped": False, "unreadable": artifact.version}
 
     # -- reads ------------------------------------------------------------------------------
     def recommendations(self, user_id: str | None, count: int, case: str = "hybrid", method: str | None = None,
@@ -377,6 +385,19 @@ def seed_demo_data(store: Store) -> None:
     store.upsert_items(demo_items())
     store.add_users(demo_user_ids())
     store.append_interactions(demo_interactions())
+
+
+def _newest_readable(store: Store, settings: Settings) -> tuple[Engine | None, Artifact | None]:
+    """The newest artifact that covers the last bulk load and reads, loaded; (None, None) if none does."""
+    bulk_loaded_through = store.latest_checkpoint() or 0
+    for artifact in reversed(list_artifacts(settings.model_path)):
+        if artifact.fitted_through_seq < bulk_loaded_through:
+            break  # older ones cover even less
+        try:
+            return loaded_engine(store, settings, artifact), artifact
+        except UnreadableArtifactError as error:
+            log.error("skipping an unreadable model artifact: %s", error)
+    return None, None
 
 
 def loaded_engine(store: Store, settings: Settings, artifact: Artifact) -> Engine:

@@ -75,3 +75,29 @@ def test_the_server_retrains_on_schedule_while_serving_events(tmp_path):
         assert np.isfinite(stats["jobs"]["retrain"]["next_run"])
     finally:
         server.stop()
+
+
+def _damaged_copy(artifact_path, version_ms: str):
+    """A copy of an artifact under a newer name, with its state cut short (a disk error, a hand copy)."""
+    import shutil
+
+    copy = artifact_path.with_name(f"{artifact_path.name.rsplit('-', 1)[0]}-{version_ms}")
+    shutil.copytree(artifact_path, copy)
+    (copy / "state.npz").write_bytes((copy / "state.npz").read_bytes()[:100])
+    return copy
+
+
+def test_an_unreadable_newest_artifact_is_skipped_at_start_and_never_swapped_in(sqlite_url):
+    settings = load_settings(database_url=sqlite_url)
+    first = RecommendationService.create(settings)
+    good = first.model_version
+    first.close()
+    damaged = _damaged_copy(newest_artifact(settings.model_path).path, "9999999999998")
+
+    service = RecommendationService.create(settings)  # starts from the newest artifact that reads
+    assert service.model_version == good
+    later = _damaged_copy(damaged.with_name(good), "9999999999999")
+    assert service.check_for_new_model() == {"version": good, "swapped": False, "unreadable": later.name}
+    assert service.check_for_new_model() == {"version": good, "swapped": False}  # not tried again
+    assert service.recommendations("alice", 3).recommendations  # still serving
+    service.close()
