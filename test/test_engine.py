@@ -9,7 +9,7 @@ from recommenders.base import normalise, top_k
 from recommenders.collaborative import keep_top_per_row
 from recommenders.engine import Engine, UnknownKeyError, cases
 from recommenders.records import EventType, InteractionRecord, ItemRecord
-from recommenders.sparse_state import IncrementalMatrix
+from recommenders.sparse_state import CooccurrenceCounts, IncrementalMatrix
 
 FRUIT = [ItemRecord(f"fruit{i}", f"Fruit {i}", "fruit", "Orchard", "sweet fresh fruit juicy", ("fresh",)) for i in range(6)]
 TOOLS = [ItemRecord(f"tool{i}", f"Tool {i}", "tools", "Forge", "steel hammer wrench sturdy", ("steel",)) for i in range(6)]
@@ -163,6 +163,21 @@ def test_incremental_matrix_overlay_equals_a_rebuild():
     added.compact()
     assert added.pending_rows == 0
     assert added.snapshot.toarray().tolist() == [[1, 0, 0], [0, 5, 4], [0, 0, 0], [1, 0, 0]]
+    assert added.value(1, 2) == 4.0 and added.value(1, 0) == 0.0 and replaced.value(1, 1) == 3.0
+
+
+def test_cooccurrence_touches_equal_a_rebuild_before_and_after_compaction():
+    """A touch adds the pair both ways; rows read before compaction already hold it, new items included."""
+    counts = CooccurrenceCounts(sp.csr_matrix(np.array([[0.0, 2.0], [2.0, 0.0]])))
+    counts.touch(1, np.array([0]))
+    counts.touch(3, np.array([0, 1]))  # item 3 is newer than the snapshot (and item 2 has no pairs)
+    expected = np.array([[0, 3, 0, 1], [3, 0, 0, 1], [0, 0, 0, 0], [1, 1, 0, 0]], dtype=float)
+    rows = np.array([3, 0, 2])
+    assert counts.rows(rows).toarray().tolist() == expected[rows].tolist()
+    counts.compact()
+    assert counts.pending_rows == 0
+    assert counts.snapshot.toarray().tolist() == expected.tolist()
+    assert counts.rows(rows).toarray().tolist() == expected[rows].tolist()
 
 
 def test_trending_favours_recent_activity_over_old_popularity(engine):
