@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from cachetools import TTLCache
+
 from config import Settings
 from preprocess.demo_catalog import demo_interactions, demo_items, demo_user_ids
 from recommenders.artifacts import (Artifact, UnreadableArtifactError, list_artifacts, load_engine, newest_artifact,
@@ -58,7 +60,7 @@ class Applied:
     """What a run of log entries changed here: whose answers to drop and whom to push to."""
 
     entries: int = 0
-    users: dict[str, tuple[str, str] | None] = field(default_factory=dict)  # user -> (item, event type) trigger
+    users: dict[str, InteractionRecord | None] = field(default_factory=dict)  # user -> their latest event here
     items: set[str] = field(default_factory=set)
 
     @classmethod
@@ -71,7 +73,7 @@ class Applied:
     def note(self, entry: LogEntry) -> None:
         self.entries += 1
         if entry.kind == LogKind.EVENT:
-            self.users[entry.event.user_id] = (entry.event.item_id, entry.event.event_type.value)
+            self.users[entry.event.user_id] = entry.event
         elif entry.kind == LogKind.FORGET_USER:
             self.users[entry.user_id] = None
         else:
@@ -95,6 +97,9 @@ class RecommendationService:
         self._apply_lock = threading.RLock()
         self._writes = GroupCommitter(self._write_events)
         self._unreadable_versions: set[str] = set()
+        # The list computed right after an event, by (user, event seq): POST /event answers with it
+        # and the push to the user's sockets sends it, whichever asks first computes it.
+        self._lists_after_event: TTLCache = TTLCache(maxsize=1024, ttl=10.0)
         # Runs work the answer does not wait for (pushes); the server makes it a greenlet of its own.
         self.defer: Callable[[Callable[[], None]], object] = lambda work: work()
         # Runs a blocking call; the server moves SQLite's group commits (a C call holding the event
@@ -147,19 +152,28 @@ class RecommendationService:
         for item_id in applied.items:
             self.cache.invalidate("similar", item_id)
         listened = []
-        for user_id, trigger in applied.users.items():
+        for user_id, event in applied.users.items():
             self.cache.invalidate_user(user_id)
-            if trigger is not None and self.notifier is not None and self.notifier.listening(user_id):
-                listened.append((user_id, trigger))
+            if event is not None and self.notifier is not None and self.notifier.listening(user_id):
+                listened.append(event)
         if listened:
             self.defer(lambda: self._push(listened))
 
-    def _push(self, triggers: list[tuple[str, tuple[str, str]]]) -> None:
-        for user_id, (item_id, event_type) in triggers:
-            fresh = self.engine.realtime_recommend(user_id, self.settings.default_count, item_id, EventType(event_type))
-            self.notifier.push(user_id, {
-                "user_id": user_id, "recommendations": [r.as_dict() for r in fresh],
-                "trigger": {"item_id": item_id, "event_type": event_type}, "generated_at": time.time()})
+    def _push(self, events: list[InteractionRecord]) -> None:
+        for event in events:
+            self.notifier.push(event.user_id, {
+                "user_id": event.user_id, "recommendations": [r.as_dict() for r in self._list_after(event)],
+                "trigger": {"item_id": event.item_id, "event_type": event.event_type.value},
+                "generated_at": time.time()})
+
+    def _list_after(self, event: InteractionRecord) -> list[Recommendation]:
+        """The real-time list after a stored event, computed once for the answer and the push."""
+        key = (event.user_id, event.seq)
+        fresh = self._lists_after_event.get(key)
+        if fresh is None:
+            fresh = self._lists_after_event[key] = self.engine.realtime_recommend(
+                event.user_id, self.settings.default_count, event.item_id, event.event_type)
+        return fresh
 
     def load_model(self, artifact: Artifact, run: Callable[[Callable[[], Engine]], Engine] = lambda work: work()) -> dict:
         """Load an artifact, bring it up to the live position from the log, and swap it in.
@@ -247,8 +261,7 @@ class RecommendationService:
             # A retry of a stored event_id applies nothing new, but may reach a process that has not
             # yet applied the original: read the log to its end.
             self.catch_up()
-        fresh = (self.engine.realtime_recommend(user_id, self.settings.default_count, item_id, event_type)
-                 if recommend else [])
+        fresh = self._list_after(stored) if recommend else []
         return InteractionOutcome(stored, cache_invalidated=created, duplicate=not created, recommendations=fresh)
 
     def _write_events(self, records: list[InteractionRecord]) -> list[tuple[InteractionRecord, bool] | Exception]:

@@ -117,3 +117,25 @@ def test_stats_count_cache_hits_and_misses(client):
     assert new_misses > misses and new_hits > hits
     timing = client.get("/stats").get_json()["requests"]["GET /recommendations/<user_id>"]
     assert timing["count"] == 2 and 0 < timing["p50_ms"] <= timing["p99_ms"]
+
+
+def test_post_event_answers_with_the_list_it_pushes_computed_once(client):
+    """POST /event and the push to the user's socket share one real-time list: the engine computes it once."""
+    from web.extensions import socketio
+
+    engine = client.application.extensions["recommendation_service"].engine
+    computed = []
+    realtime_recommend = engine.realtime_recommend
+    engine.realtime_recommend = lambda *args, **kwargs: computed.append(args) or realtime_recommend(*args, **kwargs)
+    subscriber = socketio.test_client(client.application)
+    subscriber.emit("register_user", {"user_id": "alice"})
+    subscriber.get_received()
+    computed.clear()
+
+    answer = client.post("/event", json={"user_id": "alice", "product_id": "ipad", "event_type": "view"})
+    pushes = [p["args"][0] for p in subscriber.get_received() if p["name"] == "realtime_recommendation"]
+    subscriber.disconnect()
+
+    assert answer.status_code == 201
+    assert len(pushes) == 1 and pushes[0]["recommendations"] == answer.get_json()["recommendations"]
+    assert len(computed) == 1
