@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     # Per client address and route (Flask-Limiter syntax, e.g. "600 per minute"); off by default like API_KEY:
     # it costs ~0.3 ms per request, and behind a proxy every client shares one address.
     rate_limit: str = ""
+    # Proxies in front of this server that append the client's address to X-Forwarded-For: the client
+    # is the entry this many from the end. 0 trusts no header (a client can write any), so every client
+    # behind a proxy shares the proxy's address; `serve --workers` sets 1 for its workers (its nginx).
+    trusted_proxies: int = 0
     log_json: bool = True  # one JSON object per log line, with the request id
     async_mode: str = "gevent"  # Flask-SocketIO's mode; chosen by measurement (bench/README.md)
     # Trained models: written by `python main.py train` (or this process's retrain job), read by servers.

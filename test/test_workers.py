@@ -11,6 +11,7 @@ found through /proc (the supervisor's children) and every one is gone after the 
 """
 from __future__ import annotations
 
+import http.client
 import os
 import random
 import re
@@ -40,6 +41,7 @@ REPLACE_TIMEOUT = 60.0  # a killed worker replaced, or a rolling restart of both
 PUSH_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 10.0
 CLIENTS = 6
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 # -- the cluster: supervisor, nginx, two workers --------------------------------------------------
@@ -102,11 +104,12 @@ class Cluster:
         return match
 
 
-def start_cluster(directory: Path, database_url: str) -> Cluster:
+def start_cluster(directory: Path, database_url: str, **settings: str) -> Cluster:
+    """The cluster, with these environment settings besides the test defaults."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = server_env(directory, DATABASE_URL=database_url, MODEL_DIR=str(directory / "models"),
-                     RATE_LIMIT="", LOAD_DEMO_DATA="true")
+                     **{"RATE_LIMIT": "", "LOAD_DEMO_DATA": "true", **settings})
     stdout = directory / "stdout.txt"
     with stdout.open("w") as out, (directory / "stderr.txt").open("w") as err:
         supervisor = subprocess.Popen([sys.executable, str(MAIN_PATH), "serve", "--workers", "2", "--port", str(port)],
@@ -395,3 +398,30 @@ def test_a_dead_nginx_is_started_again_and_nothing_outlives_a_killed_supervisor(
                 os.kill(pid, signal.SIGKILL)
         # Its nginx folder is what a killed supervisor cannot remove.
         shutil.rmtree(Path(re.search(r"behind nginx \((\S+)/front\.conf", cluster.log()).group(1)))
+
+
+def get_from(address: str, url: str, forwarded_for: str | None = None) -> int:
+    """GET `url` from the local source address `address` (any 127.x.y.z is this machine); the status."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=REQUEST_TIMEOUT, source_address=(address, 0))
+    try:
+        connection.request("GET", "/popular?count=1", headers={"X-Forwarded-For": forwarded_for} if forwarded_for else {})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_rate_limits_count_each_client_address_behind_nginx(tmp_path):
+    """The workers see the client's address from nginx's X-Forwarded-For, so one client over its budget
+    does not block the others; a client's own X-Forwarded-For does not buy it a new budget."""
+    cluster = start_cluster(tmp_path, f"sqlite:///{tmp_path / 'server.db'}", RATE_LIMIT="4 per minute",
+                            REDIS_URL=REDIS_URL, REDIS_NAMESPACE=f"test-{uuid.uuid4().hex[:8]}")  # one budget
+    try:
+        statuses = [get_from("127.0.0.2", cluster.url) for _ in range(4)]
+        spoofed = get_from("127.0.0.2", cluster.url, forwarded_for="203.0.113.9")
+        other = get_from("127.0.0.3", cluster.url)
+    finally:
+        stop_cluster(cluster)
+    assert statuses == [200] * 4
+    assert spoofed == 429
+    assert other == 200

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config.settings import Settings, load_settings
 from service import RecommendationService
@@ -42,4 +43,6 @@ def create_app(settings: Settings | None = None, service: RecommendationService 
     init_observability(app)  # before the dashboard, which reads its counters
     init_dashboard(app)
     app.register_blueprint(openapi.bp)  # its document is built on first request, from every route
+    if settings.trusted_proxies:  # outermost, so Socket.IO's handlers see the client's address too
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
     return app

@@ -87,7 +87,7 @@ class Supervisor:
     # -- workers ----------------------------------------------------------------------------------
 
     def _env(self, slot: int) -> dict[str, str]:
-        env = dict(os.environ)
+        env = dict(os.environ, TRUSTED_PROXIES="1")  # the front nginx appends each client's address
         if slot != 0:
             env["RETRAIN_INTERVAL_SECONDS"] = "0"  # one fit per schedule; the others load its artifact
         return env
