@@ -23,10 +23,15 @@ SEED = 42
 
 
 def _grown(rows: np.ndarray, n: int, fill=0) -> np.ndarray:
-    """`rows` (a vector or a matrix) with at least n rows, new rows set to `fill`."""
+    """`rows` (a vector or a matrix) with at least n rows, new rows set to `fill`.
+
+    Grown to the next power of two: a copy per new user made ingest quadratic (9% of the server's
+    time at 5,000 new users); the size depends on n alone, so every process holds the same arrays.
+    """
     if len(rows) >= n:
         return rows
-    return np.concatenate([rows, np.full((n - len(rows), *rows.shape[1:]), fill, dtype=rows.dtype)])
+    capacity = 1 << (n - 1).bit_length()
+    return np.concatenate([rows, np.full((capacity - len(rows), *rows.shape[1:]), fill, dtype=rows.dtype)])
 
 
 def solve_positive_definite(system: np.ndarray, rhs: np.ndarray) -> np.ndarray:
