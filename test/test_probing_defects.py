@@ -496,6 +496,26 @@ def test_the_server_still_serves_after_the_timeouts(live):
             connection.close()
 
 
+def exchange(server, request: bytes) -> bytes:
+    """Send one raw request on a connection of its own; the answer's head and body."""
+    with connect(server) as connection:
+        connection.sendall(request)
+        connection.shutdown(socket.SHUT_WR)
+        return read_until_closed(connection)[0]
+
+
+def test_header_fields_are_read_by_any_case_and_malformed_ones_get_400(live):
+    """The server's own header reader (web/server.py): names in any case, the JSON body found by a
+    lower-case content-length, and a line without a colon or a folded line refused."""
+    body = b'{"user_id": "header-case"}'
+    answer = exchange(live, b"POST /users HTTP/1.1\r\nhost: x\r\ncontent-TYPE: application/json\r\n"
+                            b"content-length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+    assert answer.startswith(b"HTTP/1.1 201"), answer
+    for malformed in (b"X-No-Colon\r\n", b"X-Folded: a\r\n b\r\n", b"X-Spaced : a\r\n"):
+        answer = exchange(live, b"GET /health/live HTTP/1.1\r\nHost: x\r\n" + malformed + b"\r\n")
+        assert answer.startswith(b"HTTP/1.1 400"), (malformed, answer)
+
+
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
 def test_an_idle_socket_io_connection_outlives_the_timeouts(live, transport):
     subscriber = Subscriber(live.url, transport)
