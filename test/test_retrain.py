@@ -37,8 +37,11 @@ def test_events_during_retrains_are_all_in_the_swapped_engine(database_url):
     retrainer = threading.Thread(target=keep_retraining)
     retrainer.start()
     try:
-        for n in range(240):
+        n = 0
+        while n < 240 or len(retrains) < 3:  # events keep arriving until three retrains have swapped
             service.record_interaction(USERS[n % len(USERS)], item_ids[(n * 7) % len(item_ids)], EventType.VIEW)
+            n += 1
+            assert n < 20_000, f"only {len(retrains)} retrains finished"
     finally:
         stop.set()
         retrainer.join()

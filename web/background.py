@@ -36,13 +36,26 @@ def run_off_event_loop(work: Callable):
     return work()
 
 
+def freeze_heap() -> None:
+    """Collect, then move every live object out of the collector's reach (gc.freeze).
+
+    The engine, the catalog and the libraries are ~230k objects that live as long as the process;
+    each full collection walked them all, 44-128 ms with the event loop held, which was the p99 of
+    ingest (100 ms at 32 connections). Frozen, they are skipped; reference counting still frees them.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 def release_freed_memory(result: dict) -> dict:
-    """After a swap the old engine is garbage: collect it and hand its pages back to the OS.
+    """After a swap the old engine is garbage: collect it, freeze the new one, and hand the freed
+    pages back to the OS.
 
     glibc keeps freed small-object memory in its arenas, so without malloc_trim the process grew by
     ~2.5 MB per retrain in a soak run; elsewhere than glibc the trim is simply skipped.
     """
-    gc.collect()
+    freeze_heap()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
@@ -130,6 +143,7 @@ def start_background_work(app: Flask) -> tuple[APScheduler, LogFollower]:
         scheduler.add_job(id=name, func=runs.recorded(name, job), trigger="interval", seconds=seconds,
                           max_instances=1, coalesce=True)
     scheduler.start()
+    freeze_heap()
     return scheduler, follower
 
 
