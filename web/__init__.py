@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from flask.sessions import NullSession, SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config.settings import Settings, load_settings
@@ -20,8 +21,19 @@ from web.request_timing import RequestTimer
 __all__ = ["create_app", "get_service"]
 
 
+class _NoSessions(SecureCookieSessionInterface):
+    """The API keeps no sessions (no SECRET_KEY), so every request gets Flask's empty, read-only
+    NullSession: one shared instance instead of a new one per request (2% of a write's CPU)."""
+
+    _null = NullSession()
+
+    def make_null_session(self, app: Flask) -> NullSession:
+        return self._null
+
+
 class RecommendationApp(Flask):
     json_provider_class = OrjsonProvider
+    session_interface = _NoSessions()
 
 
 def create_app(settings: Settings | None = None, service: RecommendationService | None = None) -> Flask:
