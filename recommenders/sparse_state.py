@@ -219,7 +219,11 @@ class CooccurrenceCounts:
     def rows(self, rows: np.ndarray) -> sp.csr_matrix:
         """Several rows as one len(rows) x n_columns CSR, increments included."""
         self._settle()
-        return _rows_of(self._snapshot, rows, self._shape) + self._pending[rows]
+        picked = _rows_of(self._snapshot, rows, self._shape)
+        indptr = self._pending.indptr
+        if not (indptr[rows + 1] - indptr[rows]).any():  # none of these rows changed: no sparse add
+            return picked
+        return picked + self._pending[rows]
 
     def compact(self) -> None:
         """Fold the increments into a new snapshot; readers keep the old one until the swap."""

@@ -51,4 +51,4 @@ class LogFollower:
                             time.monotonic() - failing[0], applied, self._service.engine.position)
                 failing = None
             if not applied:
-                self._wakeup.wait(IDLE_WAIT_SECONDS)
+                self._wakeup.wait(IDLE_WAIT_SECONDS, lambda: self._service.engine.position)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import pandas as pd
 import psycopg
@@ -532,9 +532,14 @@ class LogWakeup:
         self._poll_seconds = poll_seconds
         self._conn = None if conninfo is None else self._listen(poll_seconds)
 
-    def wait(self, timeout: float) -> bool:
-        """True as soon as an entry is committed, False after `timeout` without one. Never raises:
-        when the database is unreachable it waits out the timeout and reconnects on a later call."""
+    def wait(self, timeout: float, applied_through: Callable[[], int] = lambda: -1) -> bool:
+        """True as soon as an entry past `applied_through()` is committed, False after `timeout`
+        without one. Never raises: when the database is unreachable it waits out the timeout and
+        reconnects on a later call.
+
+        PostgreSQL announces each commit's last seq, so a server is not woken to read back the
+        entries it wrote and applied itself (a log query per group commit, 8% of its time).
+        """
         if self._conninfo is None:
             time.sleep(min(timeout, self._poll_seconds))
             return False
@@ -545,9 +550,13 @@ class LogWakeup:
                 return True  # entries committed while nobody listened went unannounced
         else:
             try:
-                if list(self._conn.notifies(timeout=timeout, stop_after=1)):
-                    list(self._conn.notifies(timeout=0))  # the rest pending: one read of the log covers them
-                    return True
+                while (left := deadline - time.monotonic()) > 0:
+                    announced = [n.payload for n in self._conn.notifies(timeout=left, stop_after=1)]
+                    if not announced:
+                        return False
+                    announced += [n.payload for n in self._conn.notifies(timeout=0)]  # one read covers them all
+                    if max(map(_announced_seq, announced)) > applied_through():
+                        return True
                 return False
             except psycopg.Error:  # the server went away (restart, network)
                 self.close()
@@ -571,6 +580,11 @@ class LogWakeup:
             conn.close()
             return None
         return conn
+
+
+def _announced_seq(payload: str) -> float:
+    """The seq a log notification announces; one that does not parse may announce anything."""
+    return int(payload) if payload.isdigit() else math.inf
 
 
 def _libpq_conninfo(url: URL) -> str:

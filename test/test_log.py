@@ -251,6 +251,19 @@ def test_wakeup_on_postgresql_returns_at_a_commit_or_after_the_timeout(store, da
 
 
 @postgresql_only
+def test_wakeup_ignores_entries_already_applied(store, database_url):
+    """A server is not woken to read back what it wrote and applied itself; a newer entry wakes it."""
+    store.upsert_item(item("i1"))
+    wakeup = store.log_wakeup(poll_seconds=0.05)
+    store.append_interaction(view("u1"))
+    applied = store.last_seq()
+    assert wakeup.wait(0.3, applied_through=lambda: applied) is False
+    store.append_interaction(view("u2"))
+    assert wakeup.wait(1, applied_through=lambda: applied) is True
+    wakeup.close()
+
+
+@postgresql_only
 def test_wakeup_survives_a_lost_connection(store, database_url):
     wakeup = store.log_wakeup(poll_seconds=0.05)
     execute(database_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
