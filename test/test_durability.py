@@ -4,12 +4,18 @@
 is killed outright. A new server on the same database then receives every event whose answer did
 not arrive, and a sample of acknowledged ones again. The store must then hold each event_id exactly
 once: nothing acknowledged is lost, nothing retried is doubled.
+
+The same crash under bench/ingest.py's load: wrk on 32 connections, every event by a user of its
+own, so each 201 answer names the event it acknowledges; the server is killed two seconds in.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import threading
+import time
 import uuid
 from collections import Counter
 
@@ -119,3 +125,48 @@ def test_acknowledged_events_survive_sigkill_and_retries_are_stored_once(databas
     assert [event_id for event_id, count in stored.items() if count > 1] == []
     assert sum(stored.values()) == len(stored) == EVENTS
     assert stats["engine"]["interactions"] == stats["store"]["interactions"]  # the restart replayed the log
+
+
+# wrk: each thread numbers its events, and writes down the user of every 201 answer (one user per
+# event), line-buffered so that what it wrote survives however wrk ends.
+ACKNOWLEDGING_SCRIPT = """
+local counter, acks = 0, nil
+local items = {%s}
+function setup(thread)
+  thread:set("id", tostring(math.random(1, 1e9)))
+end
+function init(args)
+  acks = io.open("%s/acks-" .. id .. ".txt", "w")
+  acks:setvbuf("line")
+end
+request = function()
+  counter = counter + 1
+  local body = string.format('{"user_id": "%s-%%s-%%d", "item_id": "%%s", "event_type": "view"}',
+    id, counter, items[(counter %% #items) + 1])
+  return wrk.format("POST", "/interactions", {["Content-Type"] = "application/json"}, body)
+end
+response = function(status, headers, body)
+  if status == 201 then acks:write(string.match(body, '"user_id":%%s*"([^"]+)"'), "\\n") end
+end
+"""
+
+
+def test_acknowledged_events_survive_sigkill_under_wrk_at_32_connections(database_url, tmp_path):
+    prefix = f"wrk-{uuid.uuid4().hex[:8]}"
+    server = start_server(tmp_path / "server", DATABASE_URL=database_url, RATE_LIMIT="")
+    try:
+        items = [item["item_id"] for item in requests.get(f"{server.url}/items?limit=50", timeout=5).json()["items"]]
+        script = tmp_path / "acknowledging.lua"
+        script.write_text(ACKNOWLEDGING_SCRIPT % (", ".join(f'"{item}"' for item in items), tmp_path, prefix))
+        load = subprocess.Popen([shutil.which("wrk") or "wrk", "-t2", "-c32", "-d5s", "-s", str(script), server.url],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2.0)
+        os.killpg(server.process.process.pid, signal.SIGKILL)
+        load.wait(30)
+    finally:
+        server.stop()
+    acknowledged = [line for path in tmp_path.glob("acks-*.txt") for line in path.read_text().split()]
+    assert len(acknowledged) >= 500, f"only {len(acknowledged)} answers in two seconds: not under load"
+    stored = Counter(event.user_id for event in Store(database_url).iter_interactions()
+                     if event.user_id.startswith(prefix))
+    assert [user for user in acknowledged if stored[user] != 1] == [], "acknowledged, then lost in the crash"
