@@ -26,7 +26,7 @@ from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEn
 from service.errors import InvalidRequestError, NotFoundError
 from service.group_commit import GroupCommitter
 from storage import Store, UnknownItemError
-from utils.cache import Cache, make_cache
+from utils.cache import Cache, RankedList, make_cache
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ HISTORY_SHOWN = 20
 class RecommendationResult:
     recommendations: list[Recommendation]
     source: str  # "cache" or "computed"
+    # The full-length list `recommendations` is the head of, as cached: it keeps their rendered JSON.
+    ranked: RankedList | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -375,13 +377,21 @@ class RecommendationService:
 
     # -- helpers ----------------------------------------------------------------------------
     def _cached(self, kind: str, key, count: int, compute, variant=None) -> RecommendationResult:
-        """Serve `count` from the cached full-length list, computing it at max_count on a miss."""
-        cached = self.cache.get(kind, key, variant)
+        """Serve `count` from the cached full-length list, computing it at max_count on a miss.
+
+        Lists are cached with the (model version, log position) they were computed at, and a lookup
+        says where this engine is, so a shared cache can tell whether it may keep a copy in this process.
+        """
+        def as_of() -> tuple[str | None, int]:
+            return self.model_version, self.engine.position
+
+        cached = self.cache.get(kind, key, variant, as_of)
         if cached is not None:
-            return RecommendationResult(cached[:count], "cache")
-        ranked = self._compute(compute)
-        self.cache.put(kind, key, ranked, variant)
-        return RecommendationResult(ranked[:count], "computed")
+            return RecommendationResult(cached[:count], "cache", cached)
+        computed_as_of = as_of()
+        ranked = RankedList(self._compute(compute))
+        self.cache.put(kind, key, ranked, variant, computed_as_of)
+        return RecommendationResult(ranked[:count], "computed", ranked)
 
     def _cached_for_user(self, user_id: str, variant, count: int, compute) -> RecommendationResult:
         return self._cached("recommendations", user_id, count, compute, variant)

@@ -11,10 +11,11 @@ import time
 import uuid
 
 import pytest
+import redis
 
 from config.settings import load_settings
 from recommenders.records import Recommendation
-from utils.cache import RecommendationCache, RedisRecommendationCache, make_cache
+from utils.cache import RankedList, RecommendationCache, RedisRecommendationCache, make_cache
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TTLS = {"recommendations": 300, "profiles": 3600, "similar": 86400, "popular": 1800}
@@ -26,13 +27,17 @@ OTHER = [Recommendation("i3", 0.5, "collaborative")]
 PROFILE = {"user_id": "alice", "interactions": 2, "top_categories": [{"name": "books", "weight": 1.5}]}
 HYBRID = ("recommend", "hybrid", None, None, None)
 REALTIME = ("realtime", "i1", "view")
+AS_OF = ("model-1", 7)  # (model version, log position) of the engine that computed an answer
 
 
 @pytest.fixture
 def namespace():
     name = f"test-cache-{uuid.uuid4().hex}"
     yield name
-    RedisRecommendationCache(REDIS_URL, TTLS, name).clear()
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{name}:*", count=1000))  # the answers and the hit counters
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture(params=["local", "redis"])
@@ -112,6 +117,16 @@ def test_entries_expire_after_their_ttl_counted_from_creation(new_cache):
     assert cache.get("popular", ("popular", None)) is None
 
 
+def test_a_full_kind_drops_its_least_recently_used_entry():
+    cache = RecommendationCache(TTLS, max_entries=2)
+    cache.put("similar", "i1", RANKED)
+    cache.put("similar", "i2", OTHER)
+    assert cache.get("similar", "i1") == RANKED  # i2 is now the least recently used
+    cache.put("similar", "i3", OTHER)
+    assert [cache.get("similar", item) for item in ("i1", "i2", "i3")] == [RANKED, None, OTHER]
+    assert cache.stats()["similar"]["size"] == 2 and cache.stats()["similar"]["max_size"] == 2
+
+
 def test_stats_count_hits_misses_and_sizes(cache):
     assert cache.get("recommendations", "alice", HYBRID) is None
     cache.put("recommendations", "alice", RANKED, HYBRID)
@@ -132,29 +147,137 @@ def test_stats_count_hits_misses_and_sizes(cache):
 
 
 def test_two_redis_caches_on_one_namespace_share_entries_invalidations_and_counts(namespace):
-    """Two server processes: what A caches B serves, and an interaction handled by B drops A's answers."""
+    """Two server processes: what A caches B serves, and the invalidation every process applies from the
+    log drops the answer from both tiers of both."""
     a, b = (RedisRecommendationCache(REDIS_URL, TTLS, namespace) for _ in range(2))
-    a.put("recommendations", "alice", RANKED, HYBRID)
+    a.put("recommendations", "alice", RANKED, HYBRID, AS_OF)
     a.put("profiles", "alice", PROFILE)
-    assert b.get("recommendations", "alice", HYBRID) == RANKED
-    assert b.invalidate_user("alice") is True
-    assert a.get("recommendations", "alice", HYBRID) is None
-    assert a.get("profiles", "alice") is None
-    assert a.stats()["recommendations"]["hits"] == 1 and b.stats()["recommendations"]["misses"] == 1
+    assert b.get("recommendations", "alice", HYBRID, lambda: AS_OF) == RANKED  # from Redis, then kept by B
+    assert b.get("recommendations", "alice", HYBRID, lambda: AS_OF) == RANKED  # from B's own tier
+    assert b.get("profiles", "alice") == PROFILE
+    assert b.stats()["recommendations"]["hits"] == 2 and a.stats()["profiles"]["hits"] == 1
+    assert [cache.invalidate_user("alice") for cache in (b, a)] == [True, True]  # as each applies the event
+    for cache in (a, b):
+        assert cache.get("recommendations", "alice", HYBRID, lambda: AS_OF) is None
+        assert cache.get("profiles", "alice") is None
+    assert a.stats()["recommendations"]["misses"] == 2
+
+
+def test_a_shared_entry_is_kept_in_the_readers_process_and_served_from_there(own_redis, monkeypatch):
+    """A hit in the local tier needs no Redis: with Redis hung, a call to it would wait for the timeout
+    and mark it down."""
+    monkeypatch.setattr("utils.cache.HIT_FLUSH_SECONDS", 3600.0)  # no batch of hit counts falls due meanwhile
+    url, process = own_redis
+    namespace = f"test-cache-{uuid.uuid4().hex}"
+    writer, reader = (RedisRecommendationCache(url, TTLS, namespace) for _ in range(2))
+    writer.put("recommendations", "alice", RANKED, HYBRID, AS_OF)
+    writer.put("similar", "i1", OTHER, as_of=AS_OF)
+    assert reader.get("recommendations", "alice", HYBRID, lambda: AS_OF) == RANKED
+    assert reader.get("similar", "i1", as_of=lambda: AS_OF) == OTHER
+    os.kill(process.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    for _ in range(3):
+        assert writer.get("recommendations", "alice", HYBRID, lambda: AS_OF) == RANKED  # its own put
+        assert reader.get("recommendations", "alice", HYBRID, lambda: AS_OF) == RANKED  # its copy
+        assert reader.get("similar", "i1", as_of=lambda: AS_OF) == OTHER
+    assert time.monotonic() - started < 0.3
+    assert not reader.down and not writer.down
+    assert reader.invalidate_user("alice") is False  # Redis is down: the local tier is emptied ...
+    assert reader.get("recommendations", "alice", HYBRID, lambda: AS_OF) is None  # ... and this one gone
+
+
+def test_an_entry_from_a_process_behind_this_one_or_from_another_model_is_served_but_not_kept(own_redis):
+    """A process that had not yet applied an event may store an answer without it after this process
+    dropped the shared one: served, as any shared entry, but a copy would outlive the next event's
+    invalidation here, since this process has applied that event already."""
+    url, process = own_redis
+    namespace = f"test-cache-{uuid.uuid4().hex}"
+    writer, reader = (RedisRecommendationCache(url, TTLS, namespace) for _ in range(2))
+    version, position = AS_OF
+    writer.put("recommendations", "behind", RANKED, HYBRID, (version, position - 1))
+    writer.put("recommendations", "ahead", RANKED, HYBRID, (version, position + 1))
+    writer.put("recommendations", "old_model", RANKED, HYBRID, ("model-0", position))
+    writer.put("recommendations", "unstamped", RANKED, HYBRID)
+    writer.put("similar", "behind", OTHER, as_of=(version, position - 1))
+    writer.put("popular", "behind", OTHER, as_of=(version, position - 1))  # no log entry drops popular answers
+    for user in ("behind", "ahead", "old_model", "unstamped"):
+        assert reader.get("recommendations", user, HYBRID, lambda: AS_OF) == RANKED
+    assert reader.get("recommendations", "ahead", HYBRID) == RANKED  # a reader that does not say is not kept
+    for kind in ("similar", "popular"):
+        assert reader.get(kind, "behind", as_of=lambda: AS_OF) == OTHER
+    os.kill(process.pid, signal.SIGSTOP)
+    assert reader.get("recommendations", "ahead", HYBRID, lambda: AS_OF) == RANKED
+    assert reader.get("popular", "behind", as_of=lambda: AS_OF) == OTHER
+    assert not reader.down
+    assert reader.get("recommendations", "behind", HYBRID, lambda: AS_OF) is None  # not kept: Redis is asked
+    assert reader.down
+    for user in ("old_model", "unstamped"):
+        assert reader.get("recommendations", user, HYBRID, lambda: AS_OF) is None
+    assert reader.get("similar", "behind", as_of=lambda: AS_OF) is None
+
+
+def test_a_kept_copy_expires_with_the_shared_entry(namespace):
+    writer, reader = (RedisRecommendationCache(REDIS_URL, {kind: 1 for kind in TTLS}, namespace) for _ in range(2))
+    writer.put("popular", ("popular", None), RANKED, as_of=AS_OF)
+    writer.put("recommendations", "alice", RANKED, HYBRID, AS_OF)
+    time.sleep(0.6)
+    assert reader.get("popular", ("popular", None), as_of=lambda: AS_OF) == RANKED  # kept with ~0.4 s left
+    assert reader.get("recommendations", "alice", HYBRID, lambda: AS_OF) == RANKED
+    time.sleep(0.6)
+    assert reader.get("popular", ("popular", None), as_of=lambda: AS_OF) is None
+    assert reader.get("recommendations", "alice", HYBRID, lambda: AS_OF) is None
+
+
+def test_local_tier_hits_reach_the_shared_counters_in_batches(namespace, monkeypatch):
+    monkeypatch.setattr("utils.cache.HIT_FLUSH_SECONDS", 0.5)
+    a, b = (RedisRecommendationCache(REDIS_URL, TTLS, namespace) for _ in range(2))
+    a.put("similar", "i1", OTHER)
+    for _ in range(5):
+        assert a.get("similar", "i1") == OTHER
+    assert b.hit_counts()["similar"] == (0, 0)  # no Redis call per local hit
+    assert a.hit_counts()["similar"] == (5, 0)  # a process's own figures include its latest hits
+    assert b.hit_counts()["similar"] == (5, 0)
+    a.get("similar", "i1")
+    a.expire()  # the cache-cleanup job adds them
+    assert b.hit_counts()["similar"] == (6, 0)
+    a.get("similar", "i1")
+    assert b.hit_counts()["similar"] == (6, 0)
+    time.sleep(0.6)
+    a.get("similar", "i1")  # the first local hit after HIT_FLUSH_SECONDS adds them
+    assert b.hit_counts()["similar"] == (8, 0)
 
 
 def test_redis_layout_is_json_hashes_with_the_kind_ttl(namespace):
     cache = RedisRecommendationCache(REDIS_URL, TTLS, namespace)
-    cache.put("recommendations", "alice", RANKED, HYBRID)
+    cache.put("recommendations", "alice", RANKED, HYBRID, AS_OF)
     cache.put("popular", ("popular", None), OTHER)
     client = cache._redis
     user_key = f"{namespace}:recommendations:alice"
     assert client.type(user_key) == "hash" and 0 < client.ttl(user_key) <= 300
     stored = client.hgetall(user_key)
-    assert list(stored) == ['["recommend","hybrid",null,null,null]']
-    assert json.loads(stored[list(stored)[0]])[0]["extra"] == RANKED[0].extra
-    popular_key = f'{namespace}:popular:["popular",null]'
-    assert json.loads(client.get(popular_key))[0]["item"] == "i3" and 0 < client.ttl(popular_key) <= 1800
+    assert list(stored) == ['stamped:["recommend","hybrid",null,null,null]']
+    entry = json.loads(stored[list(stored)[0]])
+    assert entry["as_of"] == list(AS_OF) and entry["value"][0]["extra"] == RANKED[0].extra
+    popular_key = f'{namespace}:popular:stamped:["popular",null]'
+    entry = json.loads(client.get(popular_key))
+    assert entry["as_of"] is None and entry["value"][0]["item"] == "i3" and 0 < client.ttl(popular_key) <= 1800
+
+
+def test_a_ranked_list_renders_each_count_once_and_keeps_a_few():
+    renders = []
+
+    def render(recommendations):
+        renders.append(len(recommendations))
+        return json.dumps([r.item for r in recommendations]).encode()
+
+    ranked = RankedList(RANKED + OTHER * 4)
+    assert ranked == RANKED + OTHER * 4 and ranked.json(2, render) == b'["i1", "i2"]'
+    assert ranked.json(2, render) == b'["i1", "i2"]' and ranked.json(1, render) == b'["i1"]'
+    assert renders == [2, 1]
+    for count in (3, 3, 4, 5, 5):  # 3 and 4 are kept too; 5 is one count too many
+        ranked.json(count, render)
+    assert renders == [2, 1, 3, 4, 5, 5]
+    assert [ranked.json(count, render) for count in (1, 2)] == [b'["i1"]', b'["i1", "i2"]'] and len(renders) == 6
 
 
 def test_make_cache_picks_redis_only_when_a_url_is_set():
@@ -203,8 +326,9 @@ def _answers(url: str) -> bool:
 def test_a_redis_outage_turns_the_cache_into_misses_and_stale_answers_are_dropped_after(own_redis, monkeypatch):
     monkeypatch.setattr("utils.cache.REDIS_RETRY_SECONDS", 0.0)
     url, process = own_redis
-    cache = RedisRecommendationCache(url, TTLS, f"test-cache-{uuid.uuid4().hex}")
-    cache.put("recommendations", "alice", RANKED, HYBRID)
+    namespace = f"test-cache-{uuid.uuid4().hex}"
+    cache = RedisRecommendationCache(url, TTLS, namespace)
+    RedisRecommendationCache(url, TTLS, namespace).put("recommendations", "alice", RANKED, HYBRID)  # another process
     os.kill(process.pid, signal.SIGSTOP)  # hung: every call times out
 
     assert cache.get("recommendations", "alice", HYBRID) is None  # a miss, not an error

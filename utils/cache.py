@@ -1,14 +1,16 @@
 """TTL caches, one per kind of answer, with per-user invalidation and hit statistics.
 
 TTLs follow the engine README's table (config.CacheTTLs). Ranked lists are cached at the
-largest `count` a client may ask for, so one entry answers every smaller `count`.
+largest `count` a client may ask for, so one entry answers every smaller `count`; a `RankedList`
+keeps the JSON of the counts it was asked for, so a cached answer is bytes ready to send.
 User-scoped kinds keep all of a user's variants (case, method, ...) under the user's key, so an
 interaction drops every one of them in one step.
 
 `RecommendationCache` lives in one process; `RedisRecommendationCache` is shared by every server
-process, so an interaction handled by one process drops the answers all of them would serve.
-`make_cache` picks one from the settings. While Redis is unreachable, the Redis cache keeps the
-answers in a `RecommendationCache` of its own process instead (see `RedisRecommendationCache`).
+process, so an interaction handled by one process drops the answers all of them would serve. It
+keeps a `RecommendationCache` of its own process in front of Redis, so a shared cache never makes a
+read slower than a local one. `make_cache` picks one from the settings. While Redis is unreachable,
+the Redis cache keeps the answers in that process's cache only (see `RedisRecommendationCache`).
 """
 from __future__ import annotations
 
@@ -19,11 +21,11 @@ import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 import redis
-from cachetools import TTLCache
 
 from recommenders.records import Recommendation
 
@@ -34,8 +36,40 @@ log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_SECONDS = 0.5
 REDIS_RETRY_SECONDS = 1.0
+HIT_FLUSH_SECONDS = 1.0  # how often a process adds its local-tier hits to Redis's cluster-wide counters
+RENDERED_COUNTS_KEPT = 4  # per cached list: the JSON of this many distinct counts is kept
 USER_SCOPED = ("recommendations", "profiles")
 KINDS = ("recommendations", "profiles", "similar", "popular")
+# The kinds a log entry drops (the service's `_after`: a user's answers at each of their events, an
+# item's similar items at each edit of it). Nothing but their TTL and a model swap drops the others.
+LOG_INVALIDATED = ("recommendations", "profiles", "similar")
+
+# When an answer was computed: (the model version, the log position of the engine that computed it).
+Stamp = tuple[Any, int]
+
+
+class RankedList(list):
+    """A ranked list of Recommendations as the caches keep it (max_count long), which keeps the JSON of
+    its first `count` items once rendered, for every later answer with that count.
+
+    `render` turns a list of Recommendations into JSON bytes (the web layer's serialiser). Only
+    RENDERED_COUNTS_KEPT counts are kept per list, so a client asking for every count from 1 to 100
+    cannot grow an entry's memory beyond a few times its list's JSON; other counts render each time.
+    """
+
+    __slots__ = ("_json",)
+
+    def __init__(self, recommendations: Any = ()) -> None:
+        super().__init__(recommendations)
+        self._json: dict[int, bytes] = {}
+
+    def json(self, count: int, render: Callable[[list[Recommendation]], bytes]) -> bytes:
+        rendered = self._json.get(count)
+        if rendered is None:
+            rendered = render(self[:count])
+            if len(self._json) < RENDERED_COUNTS_KEPT:
+                self._json[count] = rendered
+        return rendered
 
 
 @dataclass
@@ -51,17 +85,63 @@ def _kind_stats(hits: int, misses: int, size: int, max_size: int | None, ttl: in
             "size": size, "max_size": max_size, "ttl_seconds": ttl}
 
 
+class _Entries:
+    """At most `maxsize` entries, each with its own expiry (time.monotonic() seconds); the least recently
+    used goes first when it is full. Expired entries are dropped when met, and all of them by `expire`.
+
+    cachetools' TTLCache did this at one TTL per cache, for 1.2 us a lookup here (eight Python calls);
+    this is a dict lookup and a move to the end, under the caller's lock.
+    """
+
+    __slots__ = ("maxsize", "_items")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: Hashable, now: float) -> Any | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if now >= item[0]:
+            del self._items[key]
+            return None
+        self._items.move_to_end(key)
+        return item[1]
+
+    def set(self, key: Hashable, value: Any, expires: float) -> None:
+        self._items[key] = (expires, value)
+        self._items.move_to_end(key)
+        if len(self._items) > self.maxsize:
+            self._items.popitem(last=False)
+
+    def pop(self, key: Hashable, now: float) -> Any | None:
+        item = self._items.pop(key, None)
+        return None if item is None or now >= item[0] else item[1]
+
+    def expire(self, now: float) -> None:
+        for key in [key for key, (expires, _) in self._items.items() if now >= expires]:
+            del self._items[key]
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class RecommendationCache:
     def __init__(self, ttls: dict[str, int], max_entries: int = 10_000) -> None:
         self._ttls = dict(ttls)
-        self._caches = {kind: TTLCache(maxsize=max_entries, ttl=self._ttls[kind]) for kind in KINDS}
+        self._caches = {kind: _Entries(max_entries) for kind in KINDS}
         self._counters = {kind: _Counter() for kind in KINDS}
         self._lock = threading.Lock()
 
-    def get(self, kind: str, key: Hashable, variant: Hashable = None) -> Any | None:
-        """The cached value or None; `variant` distinguishes answers within a user-scoped entry."""
+    def get(self, kind: str, key: Hashable, variant: Hashable = None, as_of: Callable[[], Stamp] | None = None) -> Any | None:
+        """The cached value or None; `variant` distinguishes answers within a user-scoped entry.
+        (`as_of` is for the Redis cache, which has the same interface.)"""
         with self._lock:
-            entry = self._caches[kind].get(key)
+            entry = self._caches[kind].get(key, time.monotonic())
             value = entry.get(variant) if entry is not None and kind in USER_SCOPED else entry
             counter = self._counters[kind]
             if value is None:
@@ -70,25 +150,32 @@ class RecommendationCache:
                 counter.hits += 1
             return value
 
-    def put(self, kind: str, key: Hashable, value: Any, variant: Hashable = None) -> None:
+    def put(self, kind: str, key: Hashable, value: Any, variant: Hashable = None, as_of: Stamp | None = None,
+            ttl: float | None = None) -> None:
+        """Keep `value` for the kind's TTL, or for `ttl` seconds when given (a copy of a shared entry keeps
+        the lifetime it has left). A user's later variants do not extend the user's entry.
+        (`as_of` is for the Redis cache, which has the same interface.)"""
         with self._lock:
-            cache = self._caches[kind]
+            cache, now = self._caches[kind], time.monotonic()
+            expires = now + (self._ttls[kind] if ttl is None else ttl)
             if kind in USER_SCOPED:
-                entry = cache.get(key)
+                entry = cache.get(key, now)
                 if entry is None:
-                    entry = cache[key] = {}
+                    entry = {}
+                    cache.set(key, entry, expires)
                 entry[variant] = value
             else:
-                cache[key] = value
+                cache.set(key, value, expires)
 
     def invalidate_user(self, user_id: str) -> bool:
         """Drop everything cached for the user; True if anything was there."""
         with self._lock:
-            return any([self._caches[kind].pop(user_id, None) is not None for kind in USER_SCOPED])
+            now = time.monotonic()
+            return any([self._caches[kind].pop(user_id, now) is not None for kind in USER_SCOPED])
 
     def invalidate(self, kind: str, key: Hashable) -> None:
         with self._lock:
-            self._caches[kind].pop(key, None)
+            self._caches[kind].pop(key, time.monotonic())
 
     def clear(self) -> None:
         """Drop every cached answer (after a new model is swapped in); the counters stay."""
@@ -97,10 +184,12 @@ class RecommendationCache:
                 cache.clear()
 
     def expire(self) -> None:
-        """Drop expired entries now (TTLCache otherwise drops them lazily on access)."""
+        """Drop expired entries now (otherwise they go when a lookup meets them, or the least recently used
+        when a kind is full)."""
         with self._lock:
+            now = time.monotonic()
             for cache in self._caches.values():
-                cache.expire()
+                cache.expire(now)
 
     def hit_counts(self) -> dict[str, tuple[int, int]]:
         """(hits, misses) per kind: what a once-a-second dashboard needs, without sizes."""
@@ -108,11 +197,12 @@ class RecommendationCache:
             return {kind: (counter.hits, counter.misses) for kind, counter in self._counters.items()}
 
     def stats(self) -> dict:
+        self.expire()  # sizes count live entries only
         with self._lock:
             result = {}
             for kind in KINDS:
                 counter, cache = self._counters[kind], self._caches[kind]
-                result[kind] = _kind_stats(counter.hits, counter.misses, len(cache), int(cache.maxsize),
+                result[kind] = _kind_stats(counter.hits, counter.misses, len(cache), cache.maxsize,
                                            self._ttls[kind])
             return result
 
@@ -122,13 +212,19 @@ class RecommendationCache:
 
 
 # Reads the entry (a hash field when a field is given, else a plain key) and counts the hit or miss
-# in the same round trip, so the counters are cluster-wide and cost no extra request.
+# in the same round trip, so the counters are cluster-wide and cost no extra request. A hit comes
+# with the milliseconds the key has left, which a copy in a process's local tier keeps.
 _GET_AND_COUNT = """
 local value
 if ARGV[2] then value = redis.call('HGET', KEYS[1], ARGV[2]) else value = redis.call('GET', KEYS[1]) end
 redis.call('HINCRBY', KEYS[2], ARGV[1] .. (value and ':hits' or ':misses'), 1)
-return value
+if not value then return false end
+return {value, redis.call('PTTL', KEYS[1])}
 """
+# Entries are written with the stamp of their computation under names of their own (a hash field or
+# key with this prefix): a process of the previous release, which stored bare values under bare names,
+# never reads one during a rolling restart, nor does this one read theirs.
+STAMPED = "stamped:"
 
 
 def _dump(value: Any) -> str:
@@ -136,17 +232,32 @@ def _dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def _encode(value: Any) -> str:
+def _encode(value: Any, as_of: Stamp | None) -> str:
     """JSON, never pickle: a shared cache must not run code on load. Lists are ranked Recommendations."""
-    return _dump([{f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.init} for r in value]
-                 if isinstance(value, list) else value)
+    if isinstance(value, list):
+        value = [{f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.init} for r in value]
+    return json.dumps({"as_of": as_of, "value": value}, separators=(",", ":"))  # extra fields keep their order
 
 
-def _decode(raw: str | None) -> Any | None:
-    if raw is None:
-        return None
-    value = json.loads(raw)
-    return [Recommendation(**r) for r in value] if isinstance(value, list) else value
+def _decode(raw: str) -> tuple[Stamp | None, Any]:
+    stored = json.loads(raw)
+    value, as_of = stored["value"], stored["as_of"]
+    return (None if as_of is None else tuple(as_of),
+            RankedList(Recommendation(**r) for r in value) if isinstance(value, list) else value)
+
+
+def _may_keep(kind: str, written: Stamp | None, reader: Stamp) -> bool:
+    """Whether a process whose engine is at `reader` may keep a copy of a shared entry computed at `written`.
+
+    The copy is dropped only by what this process applies from now on. So the entry must come from
+    the same model, and, for the kinds the log invalidates, from an engine that had applied at least
+    every log entry this one has: an entry that a process behind this one computed (and stored after
+    this process dropped the shared one) may lack an event of this user, and nothing here would drop
+    it again. Such an entry is served, as before, but not kept.
+    """
+    if written is None or written[0] != reader[0]:
+        return False
+    return kind not in LOG_INVALIDATED or written[1] >= reader[1]
 
 
 def _tolerant(fallback: Any, local: bool = False) -> Callable:
@@ -182,15 +293,33 @@ def _tolerant(fallback: Any, local: bool = False) -> Callable:
 
 
 class RedisRecommendationCache:
-    """The same cache kept in Redis, shared by every server process that uses the same namespace.
+    """The same cache kept in Redis, shared by every server process that uses the same namespace, with
+    a local tier in front: this process's own `RecommendationCache`.
+
+    Reads: a hit in the local tier needs no Redis round trip. A miss there goes to Redis, and a hit
+    in Redis is copied into the local tier (decoded once per process and entry), with the lifetime it
+    has left there, when `_may_keep` allows. Writes go to both tiers, and so do invalidations and
+    `clear`. This is correct because every process applies every log entry, and the service drops
+    the answers each entry changes in the process that applies it: a process's local tier is
+    invalidated exactly when its own engine changes. Entries carry the model version and log
+    position they were computed at (`as_of`), so that an entry computed by a process that lags
+    behind this one is served but never kept here.
 
     User-scoped kinds are one hash per (kind, user), `{ns}:{kind}:{user_id}`, one field per variant;
-    the other kinds are plain keys `{ns}:{kind}:{json key}`. Hits and misses are counted in the hash
-    `{ns}:stats`. Redis evicts by its own policy, so there is no entry limit here.
+    the other kinds are plain keys `{ns}:{kind}:stamped:{json key}`. Values are JSON
+    `{"as_of": [model version, log position], "value": ...}`. Redis evicts by its own policy, so
+    there is no entry limit there.
+
+    Hits and misses are counted cluster-wide in the hash `{ns}:stats`. A lookup that reaches Redis is
+    counted there by the same script that reads the entry. Hits in the local tier are counted in
+    process memory and added to that hash in one pipelined HINCRBY per kind, at most once every
+    HIT_FLUSH_SECONDS (on the first local hit after that, at `expire`, the cache-cleanup job's
+    call, and before `hit_counts` reads the hash). So `/stats` and the dashboard see this process's
+    hits at once and the other processes' within about a second.
 
     Redis is optional at run time: while it is unreachable, lookups, writes and invalidations go to
-    a cache in this process (`local_max_entries` per kind), emptied when the outage starts and ends.
-    Redis is tried again every REDIS_RETRY_SECONDS, and short timeouts keep a hung Redis from
+    the local tier only (`local_max_entries` per kind), which is emptied when the outage starts and
+    ends. Redis is tried again every REDIS_RETRY_SECONDS, and short timeouts keep a hung Redis from
     holding requests. When it answers again the namespace's answers are dropped before anything is
     served, since invalidations were lost meanwhile. `status()` ("ok" / "unreachable") is /health's.
     """
@@ -198,13 +327,16 @@ class RedisRecommendationCache:
     def __init__(self, redis_url: str, ttls: dict[str, int], namespace: str = "recs",
                  local_max_entries: int = 10_000) -> None:
         self._ttls = dict(ttls)
-        self._local = RecommendationCache(ttls, local_max_entries)  # used only while Redis is down
+        self._local = RecommendationCache(ttls, local_max_entries)  # the local tier; all there is while Redis is down
         self._ns = namespace
         self._redis = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=REDIS_TIMEOUT_SECONDS,
                                            socket_connect_timeout=REDIS_TIMEOUT_SECONDS)  # pooled; gevent-friendly
         self._get_and_count = self._redis.register_script(_GET_AND_COUNT)
         self.down = False
         self._retry_at = 0.0
+        self._local_hits = dict.fromkeys(KINDS, 0)  # served by the local tier, not yet added to {ns}:stats
+        self._hits_lock = threading.Lock()
+        self._flush_at = time.monotonic() + HIT_FLUSH_SECONDS
 
     @_tolerant("unreachable")
     def status(self) -> str:
@@ -213,41 +345,75 @@ class RedisRecommendationCache:
         self._redis.ping()
         return "ok"
 
-    @_tolerant(None, local=True)
-    def get(self, kind: str, key: Hashable, variant: Hashable = None) -> Any | None:
-        """The cached value or None; `variant` distinguishes answers within a user-scoped entry."""
-        field = [_dump(variant)] if kind in USER_SCOPED else []
-        return _decode(self._get_and_count(keys=[self._key(kind, key), self._stats_key], args=[kind, *field]))
+    def get(self, kind: str, key: Hashable, variant: Hashable = None, as_of: Callable[[], Stamp] | None = None) -> Any | None:
+        """The cached value or None; `variant` distinguishes answers within a user-scoped entry.
+
+        `as_of` says where the reader's engine is now (see `_may_keep`); without it, a value found in
+        Redis is not copied into the local tier.
+        """
+        value = self._local.get(kind, key, variant)
+        if value is None:
+            return self._shared_get(kind, key, variant, as_of)
+        if not self.down:
+            with self._hits_lock:
+                self._local_hits[kind] += 1
+            if time.monotonic() >= self._flush_at:
+                self._flush_hits()
+        return value
+
+    @_tolerant(None)
+    def _shared_get(self, kind: str, key: Hashable, variant: Hashable, as_of: Callable[[], Stamp] | None) -> Any | None:
+        field = [STAMPED + _dump(variant)] if kind in USER_SCOPED else []
+        found = self._get_and_count(keys=[self._key(kind, key), self._stats_key], args=[kind, *field])
+        if found is None:
+            return None
+        raw, ttl_ms = found
+        written, value = _decode(raw)
+        # Read the reader's position only now: what it applied during the round trip counts too.
+        if as_of is not None and ttl_ms != 0 and _may_keep(kind, written, as_of()):
+            self._local.put(kind, key, value, variant, ttl=ttl_ms / 1000 if ttl_ms > 0 else None)
+        return value
 
     @_tolerant(None, local=True)
-    def put(self, kind: str, key: Hashable, value: Any, variant: Hashable = None) -> None:
-        name, ttl = self._key(kind, key), self._ttls[kind]
+    def put(self, kind: str, key: Hashable, value: Any, variant: Hashable = None, as_of: Stamp | None = None) -> None:
+        """Store in both tiers; `as_of` is where the engine was when it computed `value`."""
+        # The local tier first: a log entry applied while Redis answers must find it there to drop it.
+        self._local.put(kind, key, value, variant)
+        name, ttl, encoded = self._key(kind, key), self._ttls[kind], _encode(value, as_of)
         if kind not in USER_SCOPED:
-            self._redis.set(name, _encode(value), ex=ttl)
+            self._redis.set(name, encoded, ex=ttl)
             return
         # EXPIRE NX sets the TTL only on a hash that has none, i.e. the one HSET just created:
         # later variants do not extend the user's entry, as in the local cache.
         with self._redis.pipeline() as pipe:
-            pipe.hset(name, _dump(variant), _encode(value))
+            pipe.hset(name, STAMPED + _dump(variant), encoded)
             pipe.expire(name, ttl, nx=True)
             pipe.execute()
 
     @_tolerant(False, local=True)
     def invalidate_user(self, user_id: str) -> bool:
-        """Drop everything cached for the user (one DEL); True if anything was there."""
-        return self._redis.delete(*(self._key(kind, user_id) for kind in USER_SCOPED)) > 0
+        """Drop everything cached for the user in both tiers (one DEL); True if anything was there."""
+        here = self._local.invalidate_user(user_id)
+        return self._redis.delete(*(self._key(kind, user_id) for kind in USER_SCOPED)) > 0 or here
 
     @_tolerant(None, local=True)
     def invalidate(self, kind: str, key: Hashable) -> None:
+        self._local.invalidate(kind, key)
         self._redis.delete(self._key(kind, key))
 
     def expire(self) -> None:
-        """Nothing to do: Redis drops expired keys itself. Kept so both caches share one interface."""
+        """Drop the local tier's expired entries (Redis drops its own) and add its hits to the shared counters."""
+        self._local.expire()
+        self._flush_hits()
 
     @_tolerant({kind: (0, 0) for kind in KINDS})
     def hit_counts(self) -> dict[str, tuple[int, int]]:
-        """Cluster-wide (hits, misses) per kind in one HGETALL: cheap enough for a live dashboard."""
-        counters = self._redis.hgetall(self._stats_key)
+        """Cluster-wide (hits, misses) per kind, this process's latest local-tier hits included, in one
+        round trip: cheap enough for a live dashboard."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            taken = self._take_local_hits(pipe)
+            pipe.hgetall(self._stats_key)
+            counters = self._execute_counting(pipe, taken)[-1]
         return {kind: (int(counters.get(f"{kind}:hits", 0)), int(counters.get(f"{kind}:misses", 0)))
                 for kind in KINDS}
 
@@ -256,13 +422,42 @@ class RedisRecommendationCache:
         return {kind: _kind_stats(hits, misses, self._size(kind), None, self._ttls[kind])
                 for kind, (hits, misses) in self.hit_counts().items()}
 
+    @_tolerant(None)
+    def _flush_hits(self) -> None:
+        with self._redis.pipeline(transaction=False) as pipe:
+            taken = self._take_local_hits(pipe)
+            if taken:
+                self._execute_counting(pipe, taken)
+
+    def _take_local_hits(self, pipe: Any) -> dict[str, int]:
+        """Queue the local-tier hits counted since the last flush on `pipe`, and take them off the count."""
+        self._flush_at = time.monotonic() + HIT_FLUSH_SECONDS
+        with self._hits_lock:
+            taken = {kind: hits for kind, hits in self._local_hits.items() if hits}
+            for kind in taken:
+                self._local_hits[kind] = 0
+        for kind, hits in taken.items():
+            pipe.hincrby(self._stats_key, f"{kind}:hits", hits)
+        return taken
+
+    def _execute_counting(self, pipe: Any, taken: dict[str, int]) -> list:
+        """Run `pipe`; if Redis fails, the hits it carried are counted again for the next flush."""
+        try:
+            return pipe.execute()
+        except redis.RedisError:
+            with self._hits_lock:
+                for kind, hits in taken.items():
+                    self._local_hits[kind] += hits
+            raise
+
     @_tolerant(0)
     def _size(self, kind: str) -> int:
         return self._count(f"{kind}:*")
 
     @_tolerant(None, local=True)
     def clear(self) -> None:
-        """Drop every cached answer of the namespace (after a model swap); counters stay."""
+        """Drop every cached answer of the namespace, and this process's copies (after a model swap); counters stay."""
+        self._local.clear()
         self._clear_answers()
 
     def _clear_answers(self) -> None:
@@ -277,7 +472,7 @@ class RedisRecommendationCache:
 
     def _key(self, kind: str, key: Hashable) -> str:
         """User-scoped kinds are keyed by the user id as is; other keys (tuples, None, ids) as JSON."""
-        return f"{self._ns}:{kind}:{key if kind in USER_SCOPED else _dump(key)}"
+        return f"{self._ns}:{kind}:{key}" if kind in USER_SCOPED else f"{self._ns}:{kind}:{STAMPED}{_dump(key)}"
 
     def _pattern(self, suffix: str) -> str:
         """A SCAN pattern under the namespace, which is escaped so it matches only itself."""

@@ -1,9 +1,12 @@
-"""Read-only recommendation routes: the engine README's and the system README's."""
+"""Read-only recommendation routes: the engine README's and the system README's.
+
+Each embeds its ranked list through `ranked_json`: from the cache, that list is JSON rendered before.
+"""
 from __future__ import annotations
 
 from flask import Blueprint
 
-from web.context import get_service, parse_query, recommendations_json
+from web.context import get_service, parse_query, ranked_json
 from web.request_timing import response_time_ms
 from web.schemas import PopularQuery, RealtimeQuery, RecommendQuery, SimilarQuery, UserRecommendationsQuery
 
@@ -16,7 +19,7 @@ def for_user(user_id: str) -> dict:
     query = parse_query(UserRecommendationsQuery, user_id=user_id)
     result = get_service().recommendations(query.user_id, query.count)
     return {
-        "recommendations": recommendations_json(result.recommendations),
+        "recommendations": ranked_json(result),
         "user_id": query.user_id,
         "source": result.source,
         "response_time_ms": response_time_ms(),
@@ -35,7 +38,7 @@ def by_case() -> dict:
         "case": query.case,
         "method": query.method,
         "product_id": query.product_id,
-        "recommendations": recommendations_json(result.recommendations),
+        "recommendations": ranked_json(result),
         "source": result.source,
         "response_time_ms": response_time_ms(),
     }
@@ -51,7 +54,7 @@ def realtime() -> dict:
         "user_id": query.user_id,
         "product_id": query.product_id,
         "event_type": query.event_type.value,
-        "recommendations": recommendations_json(result.recommendations),
+        "recommendations": ranked_json(result),
         "source": result.source,
         "response_time_ms": response_time_ms(),
     }
@@ -63,7 +66,7 @@ def similar(item_id: str) -> dict:
     result = get_service().similar_items(query.item_id, query.count)
     return {
         "item_id": query.item_id,
-        "similar": recommendations_json(result.recommendations),
+        "similar": ranked_json(result),
         "source": result.source,
         "response_time_ms": response_time_ms(),
     }
@@ -74,7 +77,7 @@ def popular() -> dict:
     query = parse_query(PopularQuery)
     result = get_service().popular(query.count, category=query.category, trending=query.trending)
     return {
-        "items": recommendations_json(result.recommendations),
+        "items": ranked_json(result),
         "category": query.category,
         "trending": query.trending,
         "source": result.source,
