@@ -442,7 +442,7 @@ def test_the_log_follower_logs_an_outage_once_not_once_a_second(monkeypatch, cap
             return 3 if self.calls == self.failures + 1 else 0
 
     class Wakeup:
-        def wait(self, timeout: float) -> None:
+        def wait(self, timeout: float, applied_through=None) -> None:
             time.sleep(0.01)
 
         def close(self) -> None:
