@@ -265,12 +265,7 @@ def measure_workers(count: int, duration: int) -> dict[str, Any]:
             log_path = Path(workdir) / f"workers-{workers}.log"
             with log_path.open("w") as log:
                 server = Workers(workers, env, log)
-                try:
-                    server.start()
-                except ServerStartError as error:
-                    log.flush()
-                    tail = "\n".join(log_path.read_text().strip().splitlines()[-10:])
-                    raise BenchError(f"serve --workers {workers} did not start: {error}\n{tail}") from error
+                start_server(server, log, log_path, f"serve --workers {workers}")
                 try:
                     print(f"serve --workers {workers} at {server.url}: measuring ...", flush=True)
                     runs[workers] = measure(server.url, duration)

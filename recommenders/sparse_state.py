@@ -108,9 +108,7 @@ class IncrementalMatrix:
     def add(self, delta: sp.spmatrix) -> None:
         """Add a whole sparse matrix at once ("add" only): for changes too wide for single cells."""
         self.compact()
-        matrix = (self._snapshot + resized(sp.csr_matrix(delta), self._shape)).tocsr()
-        matrix.eliminate_zeros()
-        self._snapshot = matrix
+        self._snapshot = _plus(self._snapshot, delta, self._shape)
 
     def rows(self, rows: np.ndarray) -> sp.csr_matrix:
         """Several rows as one len(rows) x n_columns CSR, including changes not yet compacted."""
@@ -212,9 +210,7 @@ class CooccurrenceCounts:
     def add(self, delta: sp.spmatrix) -> None:
         """Add a whole sparse matrix at once: for changes too wide for touches (a deleted user)."""
         self.compact()
-        matrix = (self._snapshot + resized(sp.csr_matrix(delta), self._shape)).tocsr()
-        matrix.eliminate_zeros()
-        self._snapshot = matrix
+        self._snapshot = _plus(self._snapshot, delta, self._shape)
 
     def rows(self, rows: np.ndarray) -> sp.csr_matrix:
         """Several rows as one len(rows) x n_columns CSR, increments included."""
@@ -244,6 +240,13 @@ class CooccurrenceCounts:
                                   shape=self._shape)
             pending = (pending + delta).tocsr()
         self._pending = pending
+
+
+def _plus(snapshot: sp.csr_matrix, delta: sp.spmatrix, shape: tuple[int, int]) -> sp.csr_matrix:
+    """snapshot + delta as a CSR of `shape`, without the cells that cancel out."""
+    matrix = (snapshot + resized(sp.csr_matrix(delta), shape)).tocsr()
+    matrix.eliminate_zeros()
+    return matrix
 
 
 def _rows_of(matrix: sp.csr_matrix, rows: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
