@@ -226,7 +226,7 @@ class SVDRatingModel(Recommender):
         for user in np.unique(users[self._stale[users]]).tolist():  # one small ridge solve per user who rated
             self._stale[user] = False
             items, values = data.user_ratings(user)
-            fingerprint = (len(values), values.sum())
+            fingerprint = _fingerprint(values)
             if tuple(self.fingerprint[user]) != fingerprint:
                 self.fingerprint[user] = fingerprint
                 self._solve(data, user, items, values)
@@ -285,4 +285,9 @@ class SVDRatingModel(Recommender):
     @staticmethod
     def _fingerprints(data: InteractionData, users: np.ndarray) -> np.ndarray:
         rows = [data.user_ratings(user)[1] for user in users.tolist()]
-        return np.array([(len(values), values.sum()) for values in rows], dtype=np.float64).reshape(-1, 2)
+        return np.array([_fingerprint(values) for values in rows], dtype=np.float64).reshape(-1, 2)
+
+
+def _fingerprint(ratings: np.ndarray) -> tuple[int, float]:
+    """(count, sum) of a user's ratings: it changes when they rate, not when they view."""
+    return len(ratings), float(ratings.sum())

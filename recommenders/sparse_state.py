@@ -134,9 +134,11 @@ class IncrementalMatrix:
     def value(self, row: int, column: int) -> float:
         """One cell, including changes not yet compacted (0 when empty)."""
         cells = self._overlay.get(row)
-        if cells is not None and (self._combine == "replace" or column in cells):
-            return cells.get(column, 0.0) + (self._snapshot_value(row, column) if self._combine == "add" else 0.0)
-        return self._snapshot_value(row, column)
+        if cells is None:
+            return self._snapshot_value(row, column)
+        if self._combine == "replace":  # the overlay holds the whole row
+            return cells.get(column, 0.0)
+        return self._snapshot_value(row, column) + cells.get(column, 0.0)
 
     def compact(self) -> None:
         """Fold the overlay into a new snapshot; readers keep the old one until the swap.
