@@ -13,3 +13,7 @@ class NotFoundError(LookupError):
 
 class InvalidRequestError(ValueError):
     """A well-formed request that asks for something impossible (422)."""
+
+
+class ConflictError(ValueError):
+    """A request that contradicts what is stored (409): an event_id reused for another event."""

@@ -23,7 +23,7 @@ from recommenders.registry import single_cases
 from recommenders.hybrid import HybridPolicy
 from recommenders.interaction_data import EventColumns, EventWeighting
 from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, Recommendation
-from service.errors import InvalidRequestError, NotFoundError
+from service.errors import ConflictError, InvalidRequestError, NotFoundError
 from service.group_commit import GroupCommitter
 from storage import Store, UnknownItemError
 from utils.cache import Cache, RankedList, make_cache
@@ -260,6 +260,8 @@ class RecommendationService:
         except UnknownItemError:
             raise NotFoundError("item", item_id) from None
         if not created:
+            if not _same_event(stored, record, timestamp_given=timestamp is not None):
+                raise ConflictError(f"event_id '{event_id}' was recorded for another event")
             # A retry of a stored event_id applies nothing new, but may reach a process that has not
             # yet applied the original: read the log to its end.
             self.catch_up()
@@ -408,6 +410,14 @@ def seed_demo_data(store: Store) -> None:
     store.upsert_items(demo_items())
     store.add_users(demo_user_ids())
     store.append_interactions(demo_interactions())
+
+
+def _same_event(stored: InteractionRecord, retried: InteractionRecord, timestamp_given: bool) -> bool:
+    """Whether a request with a stored event_id is a retry of that event: the same user, item, type and
+    rating, and the same time if the client gave one (the server dates the others on arrival)."""
+    return ((stored.user_id, stored.item_id, stored.event_type, stored.rating)
+            == (retried.user_id, retried.item_id, retried.event_type, retried.rating)
+            and (not timestamp_given or abs(stored.timestamp - retried.timestamp) < 1e-3))
 
 
 def _newest_readable(store: Store, settings: Settings) -> tuple[Engine | None, Artifact | None]:

@@ -29,8 +29,8 @@ def test_concurrent_writers_share_commits_and_each_gets_its_own_answer(database_
     answers: dict[int, tuple] = {}
 
     def writer(n: int) -> None:
-        outcome = service.record_interaction(f"grouped-{n % 7}", "iphone" if n % 2 else "ipad", EventType.VIEW,
-                                             event_id=f"group-{n % 40}")  # every event_id twice
+        outcome = service.record_interaction(f"grouped-{n % 40 % 7}", "iphone" if n % 2 else "ipad", EventType.VIEW,
+                                             event_id=f"group-{n % 40}")  # every event twice, as a retry
         answers[n] = (outcome.interaction.seq, outcome.duplicate)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(80)]

@@ -153,6 +153,23 @@ def test_metrics_need_the_key_when_reads_are_protected(make_client):
     assert make_client(api_key=KEY).get("/metrics").status_code == 200  # reads open: so is /metrics
 
 
+@pytest.mark.parametrize("route, field", [("/interactions", "item_id"), ("/event", "product_id")])
+def test_an_event_id_reused_for_another_event_is_409_and_a_retry_is_not(client, route, field):
+    event_id = f"reuse-{route.strip('/')}"
+    first = {"user_id": "reuser", field: "iphone", "event_type": "view", "event_id": event_id}
+    assert client.post(route, json=first).status_code == 201
+    assert client.post(route, json=first).status_code == 201  # a retry: same event, dated on arrival
+    for changed in ({field: "ipad"}, {"user_id": "someone_else"}, {"event_type": "purchase"},
+                    {"timestamp": 1_700_000_000}):
+        answer = client.post(route, json={**first, **changed})
+        assert assert_error(answer, 409, "conflict")["message"] == f"event_id '{event_id}' was recorded for another event"
+    dated = {**first, "event_id": f"{event_id}-dated", "timestamp": 1_700_000_000}
+    assert client.post(route, json=dated).status_code == 201
+    assert client.post(route, json=dated).status_code == 201
+    assert client.post(route, json={**dated, "timestamp": 1_700_000_001}).status_code == 409
+    assert "409" in client.get("/openapi.json").get_json()["paths"][route]["post"]["responses"]
+
+
 # ---- the newcomer's trips: `weighted`, unknown categories ---------------------------------------
 
 def test_weighted_is_accepted_as_the_default_hybrid_method(client):

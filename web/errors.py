@@ -12,7 +12,7 @@ from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
 
-from service import InvalidRequestError, NotFoundError
+from service import ConflictError, InvalidRequestError, NotFoundError
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,10 @@ def _invalid_request(exc: InvalidRequestError) -> Response:
     return ApiError(422, "validation_error", str(exc)).to_response()
 
 
+def _conflict(exc: ConflictError) -> Response:
+    return ApiError(409, "conflict", str(exc)).to_response()
+
+
 STORE_RETRY_AFTER_SECONDS = 2  # the log follower tries the store again every second
 STORE_LOG_EVERY_SECONDS = 10.0  # an outage fails every request: one log line per this long, with a count
 _store_log = {"at": float("-inf"), "answered": 0}
@@ -166,4 +170,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ValidationError, _validation_error)
     app.register_error_handler(NotFoundError, _not_found)
     app.register_error_handler(InvalidRequestError, _invalid_request)
+    app.register_error_handler(ConflictError, _conflict)
     app.register_error_handler(Exception, _unexpected)

@@ -140,6 +140,7 @@ ERRORS = {
     401: ("Unauthorized", "missing or wrong X-API-Key"),
     404: ("NotFound", "not found"),
     405: ("MethodNotAllowed", "another method than the documented ones; the Allow header lists those"),
+    409: ("Conflict", "the body's event_id was recorded before for another event"),
     413: ("PayloadTooLarge", "body over the size limit"),
     415: ("UnsupportedMediaType", "body is not application/json"),
     422: ("ValidationError", "a missing, malformed or out-of-range field; `details` lists them"),
@@ -298,6 +299,8 @@ class _Builder:
             statuses.append(404)
         if operation.body is not None:
             statuses += [400, 413, 415]
+        if operation.body is not None and "event_id" in operation.body.model_fields:
+            statuses.append(409)
         if operation.body is not None or operation.params is not None:
             statuses.append(422)
         if self.settings.rate_limit and rule.rule not in rate_limits.EXEMPT_PATHS:
