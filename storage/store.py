@@ -44,6 +44,7 @@ from sqlalchemy.pool import StaticPool
 
 from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, UserRecord
 from storage.schema import Base, Interaction, Item, LogChange, LogPosition, ModelCheckpoint, User
+from storage.upgrade import add_missing_columns
 
 # Upserts need the dialect's INSERT ... ON CONFLICT; these are the backends the store supports.
 _DIALECT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
@@ -102,6 +103,7 @@ class Store:
         with self._engine.begin() as conn:
             _lock_schema(conn)
             Base.metadata.create_all(conn)
+            add_missing_columns(conn, Base.metadata)
             _start_log_position(conn)
 
     def close(self) -> None:

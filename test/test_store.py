@@ -235,3 +235,23 @@ def test_interaction_frame_holds_the_same_log_as_the_records(catalog):
     assert frame["timestamp"].tolist() == pytest.approx([r.timestamp for r in expected], abs=1e-6)
     assert frame["rating"].isna().sum() == 6 and frame["rating"].iloc[-1] == 4.0
     assert len(catalog.interaction_frame(after_seq=expected[-1].seq)) == 0
+
+
+def test_a_store_made_before_a_column_existed_gets_it_at_start_up(database_url):
+    """An older database lacks the newer nullable columns; opening it adds them, and data stays."""
+    import sqlalchemy as sa
+
+    Store(database_url).close()
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:  # the items table as a version without `price` made it
+        conn.exec_driver_sql("ALTER TABLE items DROP COLUMN price")
+        conn.exec_driver_sql("INSERT INTO items (item_id, name, category, brand, description, tags, updated_at) "
+                             "VALUES ('old', 'Old', 'books', '', '', '[]', '2026-01-01 00:00:00')")
+    engine.dispose()
+    store = Store(database_url)
+    try:
+        assert store.get_item("old").price is None
+        store.upsert_items([item("new", price=9.5)])
+        assert store.get_item("new").price == 9.5
+    finally:
+        store.close()
