@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from _common import (RESULTS_DIR, BenchError, KeepAliveClient, bench_parser, format_table, report_error, verdict,
                      write_results)
@@ -118,15 +118,63 @@ def cached_sources(client: KeepAliveClient, paths: list[str]) -> dict[str, str]:
     return {path: client.expect(200, "GET", path)[0].get("source") for path in paths}
 
 
-def measure(url: str, duration: int = 10) -> dict[str, Any]:
-    """Warm the cache, load both endpoints in turn, and compare; also used by bench/async_modes.py."""
+def process_tree_cpu(root: int) -> dict[str, float]:
+    """CPU seconds (user + system) of a process and all its descendants, by command name, from /proc."""
+    stats: dict[int, tuple[int, str, float]] = {}  # pid -> (parent pid, command, CPU seconds)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        command, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        stats[int(entry)] = (int(fields[1]), command, (int(fields[11]) + int(fields[12])) / tick)
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in stats.items():
+        children.setdefault(parent, []).append(pid)
+    totals: dict[str, float] = {}
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        if pid in stats:
+            _, command, seconds = stats[pid]
+            totals[command] = totals.get(command, 0.0) + seconds
+        pending += children.get(pid, [])
+    return totals
+
+
+def cpu_per_request(server_pid: int, run: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], dict[str, float]]:
+    """`run()` (a wrk run) and the CPU it cost per request, in us: the server's processes by command, and wrk."""
+    before, wrk_before = process_tree_cpu(server_pid), os.times()
+    figures = run()
+    after, wrk_after = process_tree_cpu(server_pid), os.times()
+    requests = max(figures["requests"], 1)
+    per_request = {command: round(1e6 * (seconds - before.get(command, 0.0)) / requests, 1)
+                   for command, seconds in after.items()}
+    wrk_seconds = (wrk_after.children_user + wrk_after.children_system
+                   - wrk_before.children_user - wrk_before.children_system)
+    return figures, {**per_request, "wrk": round(1e6 * wrk_seconds / requests, 1)}
+
+
+def measure(url: str, duration: int = 10, server_pid: int | None = None) -> dict[str, Any]:
+    """Warm the cache, load both endpoints in turn, and compare; also used by bench/async_modes.py.
+
+    With `server_pid`, also the CPU per cached request of that process tree (by command) and of wrk.
+    """
     paths = [f"/recommendations/{user}?count=10" for user in CACHED_USERS]
     client = KeepAliveClient(url)
+    cpu: dict[str, float] | None = None
     try:
         cached_sources(client, paths)  # fills the cache (a first answer may be computed)
         sources_before = cached_sources(client, paths)
         client.close()  # idle during the load, a server may drop it (gunicorn after 2 s); reopened after
-        rows = {CACHED_ROW: run_wrk(url, paths, duration), LIVE_ROW: run_wrk(url, ["/health/live"], duration)}
+        if server_pid is None:
+            cached = run_wrk(url, paths, duration)
+        else:
+            cached, cpu = cpu_per_request(server_pid, lambda: run_wrk(url, paths, duration))
+        rows = {CACHED_ROW: cached, LIVE_ROW: run_wrk(url, ["/health/live"], duration)}
         sources_after = cached_sources(client, paths)
     finally:
         client.close()
@@ -136,7 +184,8 @@ def measure(url: str, duration: int = 10) -> dict[str, Any]:
     ratio = rows[CACHED_ROW]["requests_per_s"] / rows[LIVE_ROW]["requests_per_s"]
     return {"connections": CONNECTIONS, "threads": THREADS, "duration_s": duration, "results": rows,
             "ratio": round(ratio, 3), "ratio_target": RATIO_TARGET, "pass": ratio >= RATIO_TARGET,
-            "not_cached": not_cached, "errors": errors, "ok": not not_cached and not any(errors.values())}
+            "not_cached": not_cached, "errors": errors, "ok": not not_cached and not any(errors.values()),
+            **({} if cpu is None else {"cpu_us_per_cached_request": cpu})}
 
 
 def throughput_table(record: dict[str, Any]) -> str:
@@ -273,13 +322,20 @@ def measure_workers(count: int, duration: int) -> dict[str, Any]:
                 start_server(server, log, log_path, f"serve --workers {workers}")
                 try:
                     print(f"serve --workers {workers} at {server.url}: measuring ...", flush=True)
-                    runs[workers] = measure(server.url, duration)
+                    runs[workers] = measure(server.url, duration, server.process.pid)
                 finally:
                     server.stop(timeout=60)
     cached = {workers: record["results"][CACHED_ROW]["requests_per_s"] for workers, record in runs.items()}
     ratio, target = cached[count] / cached[1], WORKERS_TARGET_PER_WORKER * count
+    # What this machine allows, from CPU per request rather than from req/s (which other load moves):
+    # one worker serves at most 1 / (its CPU per request) a second, with a core of its own; N workers
+    # at most cores / (the CPU a request costs in all: workers, nginx, and wrk, which shares the cores).
+    cores = min(count, os.cpu_count() or 1)
+    one_worker = sum(us for command, us in runs[1]["cpu_us_per_cached_request"].items() if command != "wrk")
+    ceiling = cores * one_worker / sum(runs[count]["cpu_us_per_cached_request"].values())
     return {"workers": count, "runs": {str(workers): record for workers, record in runs.items()},
             "workers_ratio": round(ratio, 3), "workers_ratio_target": target, "pass": ratio >= target,
+            "workers_ratio_ceiling": round(ceiling, 3), "cores": os.cpu_count(),
             "ok": all(record["ok"] for record in runs.values())}
 
 
@@ -299,8 +355,13 @@ def main_workers(count: int, duration: int, out: Path) -> int:
         return report_error(error, hint="Is nginx installed (apt-get install -y nginx)?")
     print(f"wrk, {CONNECTIONS} connections on {THREADS} threads, {duration} s per endpoint and server, times in ms")
     print(workers_table(record))
+    for workers, run in record["runs"].items():
+        print(f"CPU per cached request, {workers} worker(s), us: "
+              + ", ".join(f"{command} {us:g}" for command, us in sorted(run["cpu_us_per_cached_request"].items())))
     print(f"cached req/s, {count} workers / 1 worker: {record['workers_ratio']:.3f}   "
           f"target >= {record['workers_ratio_target']:g}  {verdict(record['pass'])}")
+    print(f"the most {count} workers can reach on this machine's {record['cores']} cores, with that CPU per request: "
+          f"{record['workers_ratio_ceiling']:.3f} x one worker")
     return finish(out, record)
 
 
