@@ -1,0 +1,140 @@
+"""Experiments as the service runs them: which variant a user is in, and what each variant earned.
+
+Each process keeps the running experiment (one at a time, so no user is in two) and its shares in
+memory, and `refresh` reads them from the store every EXPERIMENTS_REFRESH_SECONDS (a background
+job), so an experiment created or stopped through any process reaches all of them within about a
+second; the process that creates or stops one sees it at once. "thompson" shares and the
+exploration candidates are re-read every BANDIT_REFRESH_SECONDS. Results are computed from the store
+when asked for, so they count every process's traffic and survive restarts.
+"""
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from config.settings import Settings
+from experiments.allocation import pick, thompson_shares, user_position
+from experiments.records import Experiment, Variant
+from experiments.statistics import variant_results
+from recommenders.records import Recommendation
+from service.errors import ConflictError, NotFoundError
+from service.exploration import explore
+from storage.experiment_store import ExperimentRunningError, ExperimentStore
+
+EXPLORATION_CANDIDATES = 200  # least shown items kept per process; a list explores a few of them
+TRAFFIC_BUCKET_SECONDS = 60.0  # the impressions-over-time series of a result
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A user's place in the running experiment; one object per variant, shared by all its users."""
+
+    experiment_id: str
+    variant: Variant
+
+
+@dataclass(frozen=True)
+class _Running:
+    experiment: Experiment
+    shares: np.ndarray
+    assignments: tuple[Assignment, ...]
+
+
+class Experiments:
+    def __init__(self, store: ExperimentStore, settings: Settings) -> None:
+        self.store = store
+        self._settings = settings
+        self._running: _Running | None = None  # replaced whole, so a reader never sees half an update
+        self._candidates = np.empty(0, dtype=object)
+        self._bandit_read_at = -np.inf
+        self._refreshing = threading.Lock()
+
+    # -- the read path --------------------------------------------------------------------
+    def assign(self, user_id: str) -> Assignment | None:
+        """The user's variant while an experiment runs; a hash, no I/O (~2 us)."""
+        running = self._running
+        if running is None:
+            return None
+        index = pick(user_position(running.experiment.experiment_id, user_id), running.shares)
+        return running.assignments[int(index)]
+
+    def explore(self, ranked: list[Recommendation], weight: float) -> list[Recommendation]:
+        return explore(ranked, weight, self._candidates)
+
+    # -- keeping up with the store --------------------------------------------------------
+    def refresh(self, force_bandit: bool = False) -> dict:
+        """Read the running experiment (and, when due, bandit counts and exploration candidates)."""
+        with self._refreshing:
+            experiment = self.store.running_experiment()
+            now = time.monotonic()
+            bandit_due = force_bandit or now - self._bandit_read_at >= self._settings.bandit_refresh_seconds
+            if bandit_due:
+                self._bandit_read_at = now
+                if self._explores(experiment):
+                    self._candidates = np.array(self.store.least_shown_items(EXPLORATION_CANDIDATES), dtype=object)
+            previous = self._running
+            if experiment is None:
+                self._running = None
+            elif (bandit_due or previous is None or previous.experiment != experiment):
+                self._running = self._with_shares(experiment, previous)
+        return {"running": None if experiment is None else experiment.experiment_id}
+
+    def _with_shares(self, experiment: Experiment, previous: _Running | None) -> _Running:
+        if experiment.allocation == "thompson":
+            shares = self.shares(experiment)
+        elif previous is not None and previous.experiment == experiment:
+            shares = previous.shares
+        else:
+            shares = np.array([variant.share for variant in experiment.variants])
+        return _Running(experiment, shares,
+                        tuple(Assignment(experiment.experiment_id, variant) for variant in experiment.variants))
+
+    def shares(self, experiment: Experiment) -> np.ndarray:
+        """The configured shares, or for "thompson" each arm's posterior chance of being the best."""
+        if experiment.allocation != "thompson":
+            return np.array([variant.share for variant in experiment.variants])
+        counts = self.store.variant_counts(experiment, self._settings.attribution_window_seconds)
+        successes = [c.clicks if experiment.reward == "click" else c.conversions for c in counts]
+        return thompson_shares(np.array(successes), np.array([c.impressions for c in counts]),
+                               experiment.experiment_id)
+
+    def _explores(self, experiment: Experiment | None) -> bool:
+        weights = [self._settings.exploration_weight]
+        if experiment is not None:
+            weights += [v.exploration or 0.0 for v in experiment.variants]
+        return max(weights) > 0.0
+
+    # -- the API's operations ---------------------------------------------------------------
+    def create(self, name: str, allocation: str, reward: str, control: str, variants: tuple[Variant, ...]) -> Experiment:
+        """ConflictError (409) while another one runs."""
+        experiment = Experiment(f"exp-{secrets.token_hex(6)}", name, allocation, reward, control, variants,
+                                created_at=time.time())
+        try:
+            self.store.create_experiment(experiment)
+        except ExperimentRunningError as error:
+            raise ConflictError(str(error)) from None
+        self.refresh(force_bandit=True)
+        return experiment
+
+    def stop(self, experiment_id: str) -> Experiment:
+        stopped = self.store.stop_experiment(experiment_id, time.time())
+        if stopped is None:
+            raise NotFoundError("experiment", experiment_id)
+        self.refresh()
+        return stopped
+
+    def get(self, experiment_id: str) -> Experiment:
+        experiment = self.store.experiment(experiment_id)
+        if experiment is None:
+            raise NotFoundError("experiment", experiment_id)
+        return experiment
+
+    def results(self, experiment: Experiment) -> list[dict]:
+        counts = self.store.variant_counts(experiment, self._settings.attribution_window_seconds,
+                                           TRAFFIC_BUCKET_SECONDS)
+        shares = dict(zip((v.name for v in experiment.variants), self.shares(experiment).tolist()))
+        return variant_results(counts, experiment.control, experiment.reward, shares)

@@ -1,0 +1,136 @@
+"""Pydantic models of the experiment routes: what POST /experiments takes, and what they answer
+(for the OpenAPI document, like web/responses.py)."""
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from experiments.records import ALLOCATIONS, REWARDS, Variant
+from web.schemas import NO_NUL, BodyModel, Case, HybridMethod, Id, QueryModel
+
+Share = Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)]
+Exploration = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
+SHARE_TOLERANCE = 1e-6  # 1/3 + 1/3 + 1/3 is not exactly 1 in floating point
+
+
+class VariantBody(BodyModel):
+    name: Id
+    share: Share | None = Field(None, description='required with allocation "fixed"; with "thompson" it is the '
+                                                  'starting share, equal when left out')
+    case: Case = "hybrid"
+    method: HybridMethod | None = None
+    exploration: Exploration | None = Field(None, description="share of the list's slots given to the least shown "
+                                                              "items; default EXPLORATION_WEIGHT")
+
+    @field_validator("method")
+    @classmethod
+    def _method_only_with_hybrid(cls, method: str | None, info: ValidationInfo) -> str | None:
+        if method is not None and info.data.get("case", "hybrid") != "hybrid":
+            raise ValueError("method applies only to case=hybrid")
+        return method
+
+
+class ExperimentBody(BodyModel):
+    """POST /experiments. The control is `control` if given, else the first variant."""
+
+    name: Annotated[str, Field(strict=True, min_length=1, max_length=200, pattern=NO_NUL)]
+    allocation: Literal[ALLOCATIONS] = "fixed"
+    reward: Literal[REWARDS] = Field("click", description='"click": any attributed event on a shown item; '
+                                                         '"purchase": an attributed purchase')
+    control: Id | None = None
+    variants: Annotated[list[VariantBody], Field(min_length=2, max_length=10)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExperimentBody":
+        names = [variant.name for variant in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError("variant names must be unique")
+        if self.control is not None and self.control not in names:
+            raise ValueError(f"control '{self.control}' is not one of the variants")
+        shares = [variant.share for variant in self.variants]
+        if self.allocation == "fixed" and None in shares:
+            raise ValueError('every variant needs a share with allocation "fixed"')
+        if None not in shares and not math.isclose(sum(shares), 1.0, abs_tol=SHARE_TOLERANCE):
+            raise ValueError(f"shares must sum to 1, not {sum(shares):g}")
+        if self.allocation == "thompson" and None in shares and any(share is not None for share in shares):
+            raise ValueError('with allocation "thompson" give every variant a share, or none')
+        return self
+
+    def to_variants(self) -> tuple[Variant, ...]:
+        equal = 1.0 / len(self.variants)
+        return tuple(Variant(v.name, equal if v.share is None else v.share, v.case, v.method, v.exploration)
+                     for v in self.variants)
+
+    @property
+    def control_name(self) -> str:
+        return self.control or self.variants[0].name
+
+
+class ExperimentPath(QueryModel):
+    experiment_id: Id
+
+
+# -- answers --------------------------------------------------------------------------------------
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Interval = Annotated[list[float], Field(min_length=2, max_length=2, description="[low, high], 95%")]
+
+
+class VariantDefinition(_Answer):
+    name: str
+    share: float
+    case: str
+    method: HybridMethod | None
+    exploration: float | None
+
+
+class ExperimentSummary(_Answer):
+    experiment_id: str
+    name: str
+    allocation: Literal[ALLOCATIONS]
+    reward: Literal[REWARDS]
+    control: str
+    status: Literal["running", "stopped"]
+    created_at: float = Field(description="Unix seconds")
+    stopped_at: float | None
+    variants: list[VariantDefinition]
+
+
+class ExperimentList(_Answer):
+    experiments: list[ExperimentSummary] = Field(description="newest first")
+
+
+class TrafficBucket(_Answer):
+    start: float = Field(description="Unix seconds, the start of a minute")
+    impressions: int
+
+
+class VariantResult(_Answer):
+    name: str
+    share: float | None = Field(description='the share of users now: configured, or for "thompson" the arm\'s '
+                                            'posterior chance of being the best')
+    users: int
+    impressions: int
+    clicks: int = Field(description="impressions with at least one attributed event on a shown item")
+    ctr: float | None
+    ctr_ci: Interval | None = Field(description="Wilson score interval")
+    conversions: int = Field(description="impressions with at least one attributed purchase")
+    conversion_rate: float | None
+    conversion_rate_ci: Interval | None
+    revenue: float = Field(description="the value of the attributed purchases")
+    revenue_per_impression: float | None
+    revenue_per_impression_ci: Interval | None = Field(description="Student t interval")
+    lift: float | None = Field(description="the reward's rate over the control's, minus 1; null for the control")
+    p_value: float | None = Field(description="two-sided, the reward's rate against the control's (chi-squared, "
+                                              "or Fisher's exact test on small counts); null for the control")
+    traffic: list[TrafficBucket] = Field(description="impressions per minute")
+
+
+class ExperimentResult(ExperimentSummary):
+    attribution_window_seconds: float
+    variants: list[VariantResult]  # type: ignore[assignment]
