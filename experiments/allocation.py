@@ -9,7 +9,9 @@ shares stand still; as the posteriors move, the users near a boundary move to th
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
+from itertools import accumulate
 
 import numpy as np
 
@@ -22,12 +24,17 @@ def user_position(experiment_id: str, user_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def pick(position: float | np.ndarray, shares: np.ndarray) -> int | np.ndarray:
-    """Index of the variant whose slice of [0, 1) holds `position` (array in, array out)."""
-    bounds = np.cumsum(shares)
+def boundaries(shares: list[float]) -> list[float]:
+    """The upper ends of the variants' slices of [0, 1), computed once per set of shares."""
+    bounds = list(accumulate(shares))
     bounds[-1] = 1.0  # shares summing to 0.9999999 must not leave the top of the range unassigned
-    found = np.searchsorted(bounds, position, side="right")
-    return np.minimum(found, len(shares) - 1)
+    return bounds
+
+
+def pick(position: float, bounds: list[float]) -> int:
+    """Index of the variant whose slice holds `position`: a bisection of a short list (~0.2 us; numpy's
+    searchsorted costs ~1 us a call on one value, and a request asks about one user)."""
+    return min(bisect.bisect_right(bounds, position), len(bounds) - 1)
 
 
 def thompson_shares(successes: np.ndarray, trials: np.ndarray, seed_text: str = "") -> np.ndarray:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from config.settings import Settings
-from experiments.allocation import pick, thompson_shares, user_position
+from experiments.allocation import boundaries, pick, thompson_shares, user_position
 from experiments.records import Experiment, Variant
 from experiments.statistics import variant_results
 from recommenders.records import Recommendation
@@ -41,6 +41,7 @@ class Assignment:
 class _Running:
     experiment: Experiment
     shares: np.ndarray
+    bounds: list[float]
     assignments: tuple[Assignment, ...]
 
 
@@ -59,8 +60,7 @@ class Experiments:
         running = self._running
         if running is None:
             return None
-        index = pick(user_position(running.experiment.experiment_id, user_id), running.shares)
-        return running.assignments[int(index)]
+        return running.assignments[pick(user_position(running.experiment.experiment_id, user_id), running.bounds)]
 
     def explore(self, ranked: list[Recommendation], weight: float) -> list[Recommendation]:
         return explore(ranked, weight, self._candidates)
@@ -90,7 +90,7 @@ class Experiments:
             shares = previous.shares
         else:
             shares = np.array([variant.share for variant in experiment.variants])
-        return _Running(experiment, shares,
+        return _Running(experiment, shares, boundaries(shares.tolist()),
                         tuple(Assignment(experiment.experiment_id, variant) for variant in experiment.variants))
 
     def shares(self, experiment: Experiment) -> np.ndarray:

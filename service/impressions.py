@@ -6,8 +6,10 @@ served recommendations are the cached list's head, which nobody changes. The bac
 `flush` every IMPRESSION_FLUSH_SECONDS, and the server calls it once more when it stops. A crash
 loses at most the lists of the last interval; events are never at risk, being written on their own.
 
-A batch is one transaction of three executemany inserts (lists, shown items, per-item counts).
-Measured on SQLite here: 500 lists of 10 items in 25-30 ms, about 55 us a list, off the request path.
+A batch is one transaction of two executemany statements (the lists, the shown items' counts).
+Measured on SQLite here, lists of 10 items: 2,000 in 31 ms and 500 in 9 ms (16-18 us a list, most of
+it SQLAlchemy's per-row parameter handling), in the background; on the request path, `record` is
+0.6 us and the experiment's assignment 1 us.
 """
 from __future__ import annotations
 

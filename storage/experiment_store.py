@@ -12,13 +12,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+import orjson
 import pandas as pd
 from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from experiments.records import Experiment, Impression, Variant, VariantCounts
 from recommenders.records import EventType
-from storage.experiment_schema import ExperimentRow, ImpressionItemRow, ImpressionRow, ItemImpressionCount
+from storage.experiment_schema import ExperimentRow, ImpressionRow, ItemImpressionCount
 from storage.schema import Interaction, Item
 from storage.store import _DIALECT_INSERTS  # the same package's table of upsert dialects
 
@@ -78,26 +79,20 @@ class ExperimentStore:
     # --- impressions ---
 
     def append_impressions(self, impressions: list[Impression]) -> None:
-        """One transaction of three executemany inserts: the lists, their items, the items' counts."""
+        """One transaction: the lists in one executemany, then each shown item's count in another."""
         if not impressions:
             return
-        lists, items, shown = [], [], {}
-        for impression in impressions:
-            at = _datetime(impression.shown_at)
-            lists.append({"recommendation_id": impression.recommendation_id, "user_id": impression.user_id,
-                          "surface": impression.surface, "case": impression.case, "method": impression.method,
-                          "experiment_id": impression.experiment_id, "variant": impression.variant,
-                          "item_count": len(impression.items), "shown_at": at})
-            for position, item_id in enumerate(impression.items):
-                items.append({"recommendation_id": impression.recommendation_id, "position": position,
-                              "item_id": item_id, "user_id": impression.user_id, "shown_at": at})
-                shown[item_id] = shown.get(item_id, 0) + 1
+        rows = [{"recommendation_id": impression.recommendation_id, "user_id": impression.user_id,
+                 "surface": impression.surface, "case": impression.case, "method": impression.method,
+                 "experiment_id": impression.experiment_id, "variant": impression.variant,
+                 "items": orjson.dumps(impression.items).decode(), "shown_at": _datetime(impression.shown_at)}
+                for impression in impressions]
+        shown = pd.Series([item for impression in impressions for item in impression.items]).value_counts()
         with self._engine.begin() as conn:
-            conn.execute(insert(ImpressionRow), lists)
-            if items:
-                conn.execute(insert(ImpressionItemRow), items)
-                conn.execute(self._count_items, [{"item_id": item_id, "impressions": n}
-                                                 for item_id, n in sorted(shown.items())])  # sorted: no deadlock
+            conn.execute(insert(ImpressionRow), rows)
+            if len(shown):
+                conn.execute(self._count_items, [{"item_id": item_id, "impressions": int(n)}  # sorted: no deadlock
+                                                 for item_id, n in shown.sort_index().items()])
 
     def least_shown_items(self, limit: int) -> list[str]:
         """Catalog items by how often they were shown, fewest first (never shown ones first of all)."""
@@ -106,17 +101,6 @@ class ExperimentStore:
                 .order_by(shown, Item.item_id).limit(limit))
         with self._engine.connect() as conn:
             return list(conn.execute(stmt).scalars())
-
-    def impression(self, recommendation_id: str) -> Impression | None:
-        with self._engine.connect() as conn:
-            row = conn.execute(select(ImpressionRow).where(ImpressionRow.recommendation_id == recommendation_id)).first()
-            if row is None:
-                return None
-            items = conn.execute(select(ImpressionItemRow.item_id)
-                                 .where(ImpressionItemRow.recommendation_id == recommendation_id)
-                                 .order_by(ImpressionItemRow.position)).scalars()
-            return Impression(row.recommendation_id, row.user_id, tuple(items), row.surface, row.case, row.method,
-                              row.shown_at.timestamp(), row.experiment_id, row.variant)
 
     # --- results ---
 
@@ -131,18 +115,19 @@ class ExperimentStore:
                 select(ImpressionRow.recommendation_id, ImpressionRow.user_id, ImpressionRow.variant,
                        ImpressionRow.shown_at).where(ImpressionRow.experiment_id == experiment.experiment_id)).all(),
                 columns=["recommendation_id", "user_id", "variant", "shown_at"])
-            shown = pd.DataFrame(conn.execute(
-                select(ImpressionItemRow.recommendation_id, ImpressionItemRow.user_id, ImpressionItemRow.item_id,
-                       ImpressionItemRow.shown_at)
-                .where(ImpressionItemRow.user_id.in_(in_experiment),
-                       ImpressionItemRow.shown_at >= since - timedelta(seconds=window_seconds))).all(),
-                columns=["recommendation_id", "user_id", "item_id", "shown_at"])
+            shown = pd.DataFrame(conn.execute(  # every list these users saw: another one may have the click
+                select(ImpressionRow.recommendation_id, ImpressionRow.user_id, ImpressionRow.items,
+                       ImpressionRow.shown_at)
+                .where(ImpressionRow.user_id.in_(in_experiment),
+                       ImpressionRow.shown_at >= since - timedelta(seconds=window_seconds))).all(),
+                columns=["recommendation_id", "user_id", "items", "shown_at"])
             events = pd.DataFrame(conn.execute(
                 select(Interaction.user_id, Interaction.item_id, Interaction.event_type, Interaction.occurred_at,
                        Interaction.recommendation_id, Interaction.value)
                 .where(Interaction.user_id.in_(in_experiment), Interaction.recorded_at >= since)).all(),
                 columns=["user_id", "item_id", "event_type", "occurred_at", "recommendation_id", "value"])
-        attributed = attribute(events, shown, window_seconds)
+        shown = shown.assign(item_id=shown["items"].map(orjson.loads)).drop(columns="items").explode("item_id")
+        attributed = attribute(events, shown.dropna(subset=["item_id"]), window_seconds)
         return _count_variants(experiment, lists, attributed, bucket_seconds)
 
 

@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, UserRecord
-from storage.experiment_schema import ImpressionItemRow, ImpressionRow  # its tables are created with these
+from storage.experiment_schema import ImpressionRow  # its tables are created with these
 from storage.schema import Base, Interaction, Item, LogChange, LogPosition, ModelCheckpoint, User
 from storage.upgrade import add_missing_columns
 
@@ -220,7 +220,6 @@ class Store:
         with self._engine.connect() as conn:
             seq = _reserve_seqs(conn, 1)
             conn.execute(delete(Interaction).where(Interaction.user_id == user_id))
-            conn.execute(delete(ImpressionItemRow).where(ImpressionItemRow.user_id == user_id))
             conn.execute(delete(ImpressionRow).where(ImpressionRow.user_id == user_id))
             if conn.execute(delete(User).where(User.user_id == user_id)).rowcount != 1:
                 return False

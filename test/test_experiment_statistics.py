@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from config.settings import PROJECT_ROOT
-from experiments.allocation import pick, thompson_shares, user_position
+from experiments.allocation import boundaries, pick, thompson_shares, user_position
 from experiments.records import VariantCounts
 from experiments.statistics import mean_ci, proportion_ci, two_proportion_p_value, variant_results
 from recommenders.records import Recommendation
@@ -66,10 +66,12 @@ def test_results_give_lift_and_significance_against_the_control():
 
 
 def test_the_split_follows_the_shares_on_10000_users():
-    shares = np.array([0.2, 0.3, 0.5])
+    shares = [0.2, 0.3, 0.5]
     positions = np.array([user_position("exp-1", f"user_{n}") for n in range(10_000)])
-    observed = np.bincount(pick(positions, shares), minlength=3) / 10_000
+    observed = np.bincount([pick(position, boundaries(shares)) for position in positions], minlength=3) / 10_000
     assert observed == pytest.approx(shares, abs=0.015)  # 3 standard errors of a share at n = 10,000
+    assert pick(0.0, boundaries(shares)) == 0 and pick(0.2, boundaries(shares)) == 1
+    assert pick(0.99999999, boundaries([1 / 3] * 3)) == 2
     other = np.array([user_position("exp-2", f"user_{n}") for n in range(10_000)])
     assert np.corrcoef(positions, other)[0, 1] == pytest.approx(0.0, abs=0.05)  # experiments split independently
 
