@@ -62,6 +62,10 @@ class Experiments:
             return None
         return running.assignments[pick(user_position(running.experiment.experiment_id, user_id), running.bounds)]
 
+    def running_id(self) -> str | None:
+        running = self._running
+        return None if running is None else running.experiment.experiment_id
+
     def explore(self, ranked: list[Recommendation], weight: float) -> list[Recommendation]:
         return explore(ranked, weight, self._candidates)
 

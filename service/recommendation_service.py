@@ -349,7 +349,9 @@ class RecommendationService:
         """Erase the user (a privacy request): profile and events from the store, and, through the log
         entry the deletion writes, their state in every process's engine and their cached answers.
         What they taught the fitted models goes at the next training. NotFoundError if unknown.
+        This process's unwritten impressions are written first, so the deletion takes theirs too.
         """
+        self.impressions.flush()
         if not self.store.delete_user(user_id):
             raise NotFoundError("user", user_id)
         self._apply_committed()
@@ -408,7 +410,8 @@ class RecommendationService:
                 "uptime_seconds": round(time.time() - self.started_at, 1)}
 
     def stats(self) -> dict:
-        return {"cache": self.cache.stats(), "engine": self.engine.stats(), "store": self.store.counts()}
+        return {"cache": self.cache.stats(), "engine": self.engine.stats(), "store": self.store.counts(),
+                "experiments": {"running": self.experiments.running_id(), "impressions": self.impressions.stats()}}
 
     # -- helpers ----------------------------------------------------------------------------
     def _cached(self, kind: str, key, count: int, compute, variant=None) -> RecommendationResult:

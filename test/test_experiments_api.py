@@ -224,3 +224,37 @@ def test_exploration_weight_gives_slots_to_the_least_shown_items(tmp_path):
         assert {answer[n]["item"] for n in explored} <= never_shown
     finally:
         service.close()
+
+
+def test_thompson_moves_traffic_to_the_arm_that_gets_the_clicks(client, service):
+    body = {"name": "bandit", "allocation": "thompson", "variants": [
+        {"name": "popular", "case": "popular"}, {"name": "hybrid", "case": "hybrid"},
+        {"name": "content", "case": "content_based"}]}
+    created = client.post("/experiments", json=body)
+    assert created.status_code == 201, created.get_json()
+    experiment = created.get_json()
+    try:
+        assert [v["share"] for v in experiment["variants"]] == pytest.approx([1 / 3] * 3)
+        for n in range(90):  # only the hybrid arm's lists are clicked
+            answer = client.get(f"/recommendations/bandit_{n}?count=5").get_json()
+            if answer["variant"] == "hybrid":
+                assert client.post("/interactions", json={
+                    "user_id": f"bandit_{n}", "item_id": answer["recommendations"][0]["item"], "event_type": "view",
+                    "recommendation_id": answer["recommendation_id"]}).status_code == 201
+        service.impressions.flush()
+        service.experiments.refresh(force_bandit=True)  # the background job does this every few seconds
+        result = result_of(client, experiment)
+        assert result["hybrid"]["share"] > 0.95 and result["hybrid"]["clicks"] == result["hybrid"]["impressions"] > 0
+        later = [client.get(f"/recommendations/later_{n}").get_json()["variant"] for n in range(100)]
+        assert later.count("hybrid") >= 90
+    finally:
+        client.post(f"/experiments/{experiment['experiment_id']}/stop")
+
+
+def test_deleting_a_user_deletes_their_impressions(client, experiment):
+    assert client.post("/users", json={"user_id": "forget_me"}).status_code == 201
+    name = expected_variant(experiment, "forget_me")
+    client.get("/recommendations/forget_me")
+    assert result_of(client, experiment)[name]["users"] == 1
+    assert client.delete("/users/forget_me").status_code == 200
+    assert result_of(client, experiment)[name]["users"] == 0

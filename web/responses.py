@@ -234,3 +234,5 @@ class Stats(OpenAnswer):
     store: dict[str, Any] = _absent_unless(_FULL_STATS)
     realtime: dict[str, Any] = _absent_unless(_FULL_STATS)
     jobs: dict[str, Any] = _absent_unless(_FULL_STATS)
+    experiments: dict[str, Any] = _absent_unless(f"{_FULL_STATS}: the running experiment and this process's "
+                                                 "impression log (pending, written, dropped)")
