@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 ALLOCATIONS = ("fixed", "thompson")
 REWARDS = ("click", "purchase")
+HYBRID_TIERS = ("new", "experienced", "heavy")  # the history-size tiers of the "weighted" hybrid
 
 
 @dataclass(frozen=True)
@@ -12,7 +13,8 @@ class Variant:
     """One arm: which recommender serves its users, and how much of the list explores new items.
 
     `exploration` None means the EXPLORATION_WEIGHT setting; `share` is the configured share of users
-    (for "thompson" the starting share, before any reward is counted).
+    (for "thompson" the starting share, before any reward is counted). `hybrid_weights` replaces the
+    hybrid's collaborative share for new, experienced and heavy users (HYBRID_COLLABORATIVE_*).
     """
 
     name: str
@@ -20,15 +22,23 @@ class Variant:
     case: str = "hybrid"
     method: str | None = None
     exploration: float | None = None
+    hybrid_weights: tuple[float, float, float] | None = None
 
     def as_dict(self) -> dict:
+        weights = None if self.hybrid_weights is None else dict(zip(HYBRID_TIERS, self.hybrid_weights))
         return {"name": self.name, "share": self.share, "case": self.case, "method": self.method,
-                "exploration": self.exploration}
+                "exploration": self.exploration, "hybrid_weights": weights}
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "Variant":
+        weights = fields.get("hybrid_weights")
+        return cls(**{**fields, "hybrid_weights": None if weights is None else tuple(weights[t] for t in HYBRID_TIERS)})
 
     @property
     def options(self) -> dict:
         """The keyword arguments of RecommendationService.recommendations that serve this variant."""
-        return {"case": self.case, "method": self.method, "exploration": self.exploration}
+        return {"case": self.case, "method": self.method, "exploration": self.exploration,
+                "hybrid_weights": self.hybrid_weights}
 
 
 @dataclass(frozen=True)

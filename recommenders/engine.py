@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -176,10 +177,12 @@ class Engine:
 
     # -- reads ------------------------------------------------------------------------------
     def recommend(self, user_id: str | None, k: int, case: str = "hybrid", method: str | None = None,
-                  product_id: str | None = None, category: str | None = None) -> list[Recommendation]:
+                  product_id: str | None = None, category: str | None = None,
+                  collaborative_tiers: tuple[float, float, float] | None = None) -> list[Recommendation]:
         """Top-k for one user by one of the `cases()`; users with no history get popular items.
 
         A single component's case with `product_id` ranks the items that component finds like it.
+        `collaborative_tiers` replaces the hybrid's collaborative share for new, experienced and heavy users.
         """
         single = registry.single_cases()
         if case not in ("hybrid", "collaborative") and case not in single:
@@ -196,7 +199,11 @@ class Engine:
             if case == "popular" or user is None or len(self.data.seen_items(user)) == 0:
                 return self._single(self._item_scores(popular), "popular", user, k, allowed)
             if case == "hybrid":
-                return self._labelled(*self.hybrid.recommend_labelled(self.data, user, k, method, allowed), user=user)
+                policy = None if collaborative_tiers is None else replace(
+                    self.hybrid.policy, collaborative_new=collaborative_tiers[0],
+                    collaborative_experienced=collaborative_tiers[1], collaborative_heavy=collaborative_tiers[2])
+                return self._labelled(*self.hybrid.recommend_labelled(self.data, user, k, method, allowed, policy),
+                                      user=user)
             users = np.array([user])
             if case == "collaborative":
                 result = self._single(self.collaborative.score(self.data, users)[0], "collaborative", user, k, allowed)

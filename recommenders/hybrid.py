@@ -46,8 +46,10 @@ class HybridRecommender:
         self.policy = policy
         self.method = method
 
-    def weight_rows(self, data: InteractionData, users: np.ndarray, method: str | None = None) -> dict[str, np.ndarray]:
-        """How much each component counts for each user now; each user's weights sum to 1."""
+    def weight_rows(self, data: InteractionData, users: np.ndarray, method: str | None = None,
+                    policy: HybridPolicy | None = None) -> dict[str, np.ndarray]:
+        """How much each component counts for each user now; each user's weights sum to 1. `policy`
+        replaces the configured tiers of "weighted" (an experiment's variant may set its own)."""
         method = method or self.method
         history = np.diff(data.preference_rows(users, seen=True).indptr).astype(np.float64)
         zeros = np.zeros(len(users))
@@ -60,7 +62,7 @@ class HybridRecommender:
             weights = {COLLABORATIVE: collaborative, "content": 1.0 - collaborative, "behavior": 0.5 * share,
                        "popular": 0.1 / (1.0 + history)}
         else:
-            collaborative = self._tier(history)
+            collaborative = self._tier(history, policy or self.policy)
             weights = {COLLABORATIVE: collaborative, "content": 1.0 - collaborative}
         weights = {name: weights.get(name, zeros) for name in ("popular", COLLABORATIVE, "content", "behavior")}
         newcomer = history == 0  # nothing known: popular items only
@@ -70,9 +72,10 @@ class HybridRecommender:
         total = sum(weights.values())
         return {name: w / total for name, w in weights.items()}
 
-    def weights(self, data: InteractionData, user: int, method: str | None = None) -> dict[str, float]:
+    def weights(self, data: InteractionData, user: int, method: str | None = None,
+                policy: HybridPolicy | None = None) -> dict[str, float]:
         """One user's non-zero weights."""
-        rows = self.weight_rows(data, np.array([user]), method)
+        rows = self.weight_rows(data, np.array([user]), method, policy)
         return {name: float(w[0]) for name, w in rows.items() if w[0] > 0}
 
     def score(self, data: InteractionData, users: np.ndarray, method: str | None = None) -> np.ndarray:
@@ -96,14 +99,15 @@ class HybridRecommender:
                 for name, weight in weights.items()}
 
     def recommend_labelled(self, data: InteractionData, user: int, k: int, method: str | None = None,
-                           allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                           allowed: np.ndarray | None = None,
+                           policy: HybridPolicy | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Top-k (items, scores, strategy per item): the strategy is the dominant component, or "hybrid"."""
         candidates = candidate_mask(data, user, allowed)
-        contributions = self.blend(data, user, self.weights(data, user, method), candidates)
+        contributions = self.blend(data, user, self.weights(data, user, method, policy), candidates)
         return rank_contributions(data, user, k, contributions, candidates)
 
-    def _tier(self, history: np.ndarray) -> np.ndarray:
-        policy = self.policy
+    @staticmethod
+    def _tier(history: np.ndarray, policy: HybridPolicy) -> np.ndarray:
         return np.select([history <= policy.new_user_max_interactions, history < policy.heavy_user_min_interactions],
                          [policy.collaborative_new, policy.collaborative_experienced], policy.collaborative_heavy)
 

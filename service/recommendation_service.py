@@ -249,17 +249,19 @@ class RecommendationService:
     # -- reads ------------------------------------------------------------------------------
     def recommendations(self, user_id: str | None, count: int, case: str = "hybrid", method: str | None = None,
                         product_id: str | None = None, category: str | None = None,
-                        exploration: float | None = None) -> RecommendationResult:
-        """`exploration` (default EXPLORATION_WEIGHT) is the share of slots given to the least shown items."""
+                        exploration: float | None = None,
+                        hybrid_weights: tuple[float, float, float] | None = None) -> RecommendationResult:
+        """`exploration` (default EXPLORATION_WEIGHT) is the share of slots given to the least shown items;
+        `hybrid_weights` replaces the hybrid's collaborative share for new, experienced and heavy users."""
         if user_id is None and not anonymous_case(case, product_id):
             raise InvalidRequestError(f"user_id is required for case '{case}'"
                                       + (" (or give product_id)" if case in single_cases() else ""))
         explored = self.settings.exploration_weight if exploration is None else exploration
-        variant = ("recommend", case, method, product_id, category, explored)
+        variant = ("recommend", case, method, product_id, category, explored, hybrid_weights)
 
         def compute(k: int) -> list[Recommendation]:
-            return self.experiments.explore(self.engine.recommend(user_id, k, case, method, product_id, category),
-                                            explored)
+            ranked = self.engine.recommend(user_id, k, case, method, product_id, category, hybrid_weights)
+            return self.experiments.explore(ranked, explored)
 
         if user_id is None:
             return self._cached("popular", variant, count, compute)

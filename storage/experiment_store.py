@@ -191,6 +191,6 @@ def _datetime(timestamp: float) -> datetime:
 def _experiment(row) -> Experiment:
     return Experiment(
         experiment_id=row.experiment_id, name=row.name, allocation=row.allocation, reward=row.reward,
-        control=row.control, variants=tuple(Variant(**variant) for variant in row.variants), status=row.status,
+        control=row.control, variants=tuple(Variant.from_dict(variant) for variant in row.variants), status=row.status,
         created_at=row.created_at.timestamp(),
         stopped_at=None if row.stopped_at is None else row.stopped_at.timestamp())

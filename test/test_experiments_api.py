@@ -72,6 +72,13 @@ INVALID = {
     "unknown field": arms(owner="me"),
     "variant name with a space": arms(variants=[variant(name="a b"), variant(name="b")]),
     "some thompson shares": arms(allocation="thompson", variants=[variant(name="a"), {"name": "b"}]),
+    "hybrid weights with another case": arms(variants=[variant(name="a"), variant(
+        name="b", case="popular", hybrid_weights={"new": 1, "experienced": 1, "heavy": 1})]),
+    "hybrid weights with the adaptive method": arms(variants=[variant(name="a"), variant(
+        name="b", method="adaptive", hybrid_weights={"new": 1, "experienced": 1, "heavy": 1})]),
+    "a hybrid weight over 1": arms(variants=[variant(name="a"), variant(
+        name="b", hybrid_weights={"new": 2, "experienced": 1, "heavy": 1})]),
+    "a hybrid weight missing": arms(variants=[variant(name="a"), variant(name="b", hybrid_weights={"new": 1})]),
 }
 
 
@@ -259,3 +266,25 @@ def test_deleting_a_user_deletes_their_impressions(client, experiment):
     client.get("/recommendations/forget_me")  # this one is still in the buffer at the deletion
     assert client.delete("/users/forget_me").status_code == 200
     assert (result_of(client, experiment)[name]["users"], result_of(client, experiment)[name]["impressions"]) == (0, 0)
+
+
+def test_a_variant_sets_the_hybrids_weights(client):
+    """A variant whose collaborative share is 1 at every history size ranks as the collaborative blend does."""
+    body = {"name": "tiers", "variants": [
+        {"name": "control", "share": 0.5},
+        {"name": "collaborative_only", "share": 0.5, "hybrid_weights": {"new": 1, "experienced": 1, "heavy": 1}}]}
+    created = client.post("/experiments", json=body)
+    assert created.status_code == 201, created.get_json()
+    experiment = created.get_json()
+    try:
+        assert experiment["variants"][1]["hybrid_weights"] == {"new": 1, "experienced": 1, "heavy": 1}
+        users = [u for u in ("alice", "bob", "carol", *(f"user_{n:03d}" for n in range(1, 41)))
+                 if expected_variant(experiment, u) == "collaborative_only"][:5]
+        assert users
+        for user in users:
+            served = client.get(f"/recommendations/{user}?count=5").get_json()["recommendations"]
+            blend = client.get(f"/recommend?user_id={user}&case=collaborative&count=5").get_json()["recommendations"]
+            assert [r["item"] for r in served] == [r["item"] for r in blend], user
+            assert {r["strategy"] for r in served} == {"collaborative"}
+    finally:
+        client.post(f"/experiments/{experiment['experiment_id']}/stop")

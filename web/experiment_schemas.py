@@ -8,11 +8,22 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from experiments.records import ALLOCATIONS, REWARDS, Variant
-from web.schemas import NO_NUL, BodyModel, Case, HybridMethod, Id, QueryModel
+from web.schemas import NO_NUL, BodyModel, Case, HybridMethod, Id, QueryModel, method_only_with_hybrid
 
 Share = Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)]
 Exploration = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
 SHARE_TOLERANCE = 1e-6  # 1/3 + 1/3 + 1/3 is not exactly 1 in floating point
+
+
+Weight = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
+
+
+class HybridWeightsBody(BodyModel):
+    """The collaborative share of the "weighted" hybrid per history size; content gets the rest."""
+
+    new: Weight
+    experienced: Weight
+    heavy: Weight
 
 
 class VariantBody(BodyModel):
@@ -24,12 +35,19 @@ class VariantBody(BodyModel):
     exploration: Exploration | None = Field(None, description="share of the list's slots given to the least shown "
                                                               "items; default EXPLORATION_WEIGHT")
 
-    @field_validator("method")
+    hybrid_weights: HybridWeightsBody | None = Field(None, description='only with case "hybrid" and method "weighted" '
+                                                                   '(the default): HYBRID_COLLABORATIVE_* for this variant')
+
+    _method_only_with_hybrid = field_validator("method")(method_only_with_hybrid)
+
+    @field_validator("hybrid_weights")
     @classmethod
-    def _method_only_with_hybrid(cls, method: str | None, info: ValidationInfo) -> str | None:
-        if method is not None and info.data.get("case", "hybrid") != "hybrid":
-            raise ValueError("method applies only to case=hybrid")
-        return method
+    def _weights_only_with_weighted_hybrid(cls, weights: HybridWeightsBody | None,
+                                           info: ValidationInfo) -> HybridWeightsBody | None:
+        if weights is not None and (info.data.get("case") != "hybrid"
+                                    or info.data.get("method") not in (None, "weighted")):
+            raise ValueError('hybrid_weights apply only to case "hybrid" with method "weighted"')
+        return weights
 
 
 class ExperimentBody(BodyModel):
@@ -60,7 +78,8 @@ class ExperimentBody(BodyModel):
 
     def to_variants(self) -> tuple[Variant, ...]:
         equal = 1.0 / len(self.variants)
-        return tuple(Variant(v.name, equal if v.share is None else v.share, v.case, v.method, v.exploration)
+        return tuple(Variant(v.name, equal if v.share is None else v.share, v.case, v.method, v.exploration,
+                             v.hybrid_weights and (v.hybrid_weights.new, v.hybrid_weights.experienced, v.hybrid_weights.heavy))
                      for v in self.variants)
 
     @property
@@ -81,12 +100,19 @@ class _Answer(BaseModel):
 Interval = Annotated[list[float], Field(min_length=2, max_length=2, description="[low, high], 95%")]
 
 
+class TierWeights(_Answer):
+    new: float
+    experienced: float
+    heavy: float
+
+
 class VariantDefinition(_Answer):
     name: str
     share: float
     case: str
     method: HybridMethod | None
     exploration: float | None
+    hybrid_weights: TierWeights | None
 
 
 class ExperimentSummary(_Answer):

@@ -107,6 +107,13 @@ Case = Annotated[str, Field(strict=True), AfterValidator(_known_case),
 HybridMethod = Literal["weighted", "adaptive", "switching"]  # recommenders/hybrid.py METHODS; weighted is the default
 
 
+def method_only_with_hybrid(method: str | None, info: ValidationInfo) -> str | None:
+    """A method chooses how the hybrid blends; with another case it would be silently ignored."""
+    if method is not None and info.data.get("case", "hybrid") != "hybrid":
+        raise ValueError("method applies only to case=hybrid")
+    return method
+
+
 class QueryModel(BaseModel):
     """Query strings: unknown parameters are ignored, as HTTP clients add their own (cache busters)."""
 
@@ -136,12 +143,7 @@ class RecommendQuery(CountQuery):
     method: HybridMethod | None = None
     user_id: Id | None = Field(default=None, validate_default=True)
 
-    @field_validator("method")
-    @classmethod
-    def _method_only_with_hybrid(cls, method: str | None, info: ValidationInfo) -> str | None:
-        if method is not None and info.data.get("case", "hybrid") != "hybrid":
-            raise ValueError("method applies only to case=hybrid")
-        return method
+    _method_only_with_hybrid = field_validator("method")(method_only_with_hybrid)
 
     @field_validator("user_id")
     @classmethod
