@@ -1,29 +1,25 @@
-"""Pydantic models of the experiment routes: what POST /experiments takes, and what they answer
-(for the OpenAPI document, like web/responses.py)."""
+"""Pydantic models of what the experiment routes take (web/experiments.py), like web/schemas.py."""
 from __future__ import annotations
 
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from experiments.records import ALLOCATIONS, REWARDS, Variant
+from experiments.records import ALLOCATIONS, HYBRID_TIERS, REWARDS, Variant
 from web.schemas import NO_NUL, BodyModel, Case, HybridMethod, Id, QueryModel, method_only_with_hybrid
 
 Share = Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)]
-Exploration = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
 SHARE_TOLERANCE = 1e-6  # 1/3 + 1/3 + 1/3 is not exactly 1 in floating point
-
-
-Weight = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
 
 
 class HybridWeightsBody(BodyModel):
     """The collaborative share of the "weighted" hybrid per history size; content gets the rest."""
 
-    new: Weight
-    experienced: Weight
-    heavy: Weight
+    new: Fraction
+    experienced: Fraction
+    heavy: Fraction
 
 
 class VariantBody(BodyModel):
@@ -32,9 +28,8 @@ class VariantBody(BodyModel):
                                                   'starting share, equal when left out')
     case: Case = "hybrid"
     method: HybridMethod | None = None
-    exploration: Exploration | None = Field(None, description="share of the list's slots given to the least shown "
-                                                              "items; default EXPLORATION_WEIGHT")
-
+    exploration: Fraction | None = Field(None, description="share of the list's slots given to the least shown "
+                                                           "items; default EXPLORATION_WEIGHT")
     hybrid_weights: HybridWeightsBody | None = Field(None, description='only with case "hybrid" and method "weighted" '
                                                                    '(the default): HYBRID_COLLABORATIVE_* for this variant')
 
@@ -79,7 +74,7 @@ class ExperimentBody(BodyModel):
     def to_variants(self) -> tuple[Variant, ...]:
         equal = 1.0 / len(self.variants)
         return tuple(Variant(v.name, equal if v.share is None else v.share, v.case, v.method, v.exploration,
-                             v.hybrid_weights and (v.hybrid_weights.new, v.hybrid_weights.experienced, v.hybrid_weights.heavy))
+                             v.hybrid_weights and tuple(getattr(v.hybrid_weights, tier) for tier in HYBRID_TIERS))
                      for v in self.variants)
 
     @property
@@ -89,74 +84,3 @@ class ExperimentBody(BodyModel):
 
 class ExperimentPath(QueryModel):
     experiment_id: Id
-
-
-# -- answers --------------------------------------------------------------------------------------
-
-class _Answer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-Interval = Annotated[list[float], Field(min_length=2, max_length=2, description="[low, high], 95%")]
-
-
-class TierWeights(_Answer):
-    new: float
-    experienced: float
-    heavy: float
-
-
-class VariantDefinition(_Answer):
-    name: str
-    share: float
-    case: str
-    method: HybridMethod | None
-    exploration: float | None
-    hybrid_weights: TierWeights | None
-
-
-class ExperimentSummary(_Answer):
-    experiment_id: str
-    name: str
-    allocation: Literal[ALLOCATIONS]
-    reward: Literal[REWARDS]
-    control: str
-    status: Literal["running", "stopped"]
-    created_at: float = Field(description="Unix seconds")
-    stopped_at: float | None
-    variants: list[VariantDefinition]
-
-
-class ExperimentList(_Answer):
-    experiments: list[ExperimentSummary] = Field(description="newest first")
-
-
-class TrafficBucket(_Answer):
-    start: float = Field(description="Unix seconds, the start of a minute")
-    impressions: int
-
-
-class VariantResult(_Answer):
-    name: str
-    share: float | None = Field(description='the share of users now: configured, or for "thompson" the arm\'s '
-                                            'posterior chance of being the best')
-    users: int
-    impressions: int
-    clicks: int = Field(description="impressions with at least one attributed event on a shown item")
-    ctr: float | None
-    ctr_ci: Interval | None = Field(description="Wilson score interval")
-    conversions: int = Field(description="impressions with at least one attributed purchase")
-    conversion_rate: float | None
-    conversion_rate_ci: Interval | None
-    revenue: float = Field(description="the value of the attributed purchases")
-    revenue_per_impression: float | None
-    revenue_per_impression_ci: Interval | None = Field(description="Student t interval")
-    lift: float | None = Field(description="the reward's rate over the control's, minus 1; null for the control")
-    p_value: float | None = Field(description="two-sided, the reward's rate against the control's (chi-squared, "
-                                              "or Fisher's exact test on small counts); null for the control")
-    traffic: list[TrafficBucket] = Field(description="impressions per minute")
-
-
-class ExperimentResult(ExperimentSummary):
-    attribution_window_seconds: float
-    variants: list[VariantResult]  # type: ignore[assignment]

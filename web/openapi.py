@@ -27,7 +27,7 @@ from config.settings import PROJECT_ROOT, Settings
 from recommenders import registry
 from web import auth, rate_limits
 from web import responses as answers
-from web import experiment_schemas as experiment_answers
+from web import experiment_responses as experiment_answers
 from web.context import SETTINGS_KEY
 from web.experiment_schemas import ExperimentBody, ExperimentPath
 from web.schemas import (
