@@ -14,6 +14,7 @@ from config import load_settings
 from experiments.allocation import boundaries, pick, user_position
 from service import RecommendationService
 from web import create_app
+from web.experiment_responses import ExperimentResult
 from web.extensions import socketio
 
 WINDOW = 60.0
@@ -148,8 +149,10 @@ def test_pushes_and_event_answers_carry_the_variant(client, experiment):
 
 
 def result_of(client, experiment: dict) -> dict:
+    """The result's variants by name, the answer checked against its documented (closed) model."""
     answer = client.get(f"/experiments/{experiment['experiment_id']}")
     assert answer.status_code == 200
+    ExperimentResult.model_validate(answer.get_json())
     return {variant["name"]: variant for variant in answer.get_json()["variants"]}
 
 
