@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
@@ -70,8 +71,9 @@ class Experiments:
         return explore(ranked, weight, self._candidates)
 
     # -- keeping up with the store --------------------------------------------------------
-    def refresh(self, force_bandit: bool = False) -> dict:
-        """Read the running experiment (and, when due, bandit counts and exploration candidates)."""
+    def refresh(self, force_bandit: bool = False, run: Callable[[Callable[[], Any]], Any] = lambda work: work()) -> dict:
+        """Read the running experiment (and, when due, bandit counts and exploration candidates); `run`
+        does the counting (the server passes one that uses a native thread)."""
         with self._refreshing:
             experiment = self.store.running_experiment()
             now = time.monotonic()
@@ -79,12 +81,13 @@ class Experiments:
             if bandit_due:
                 self._bandit_read_at = now
                 if self._explores(experiment):
-                    self._candidates = np.array(self.store.least_shown_items(EXPLORATION_CANDIDATES), dtype=object)
+                    self._candidates = np.array(run(lambda: self.store.least_shown_items(EXPLORATION_CANDIDATES)),
+                                                dtype=object)
             previous = self._running
             if experiment is None:
                 self._running = None
-            elif (bandit_due or previous is None or previous.experiment != experiment):
-                self._running = self._with_shares(experiment, previous)
+            elif bandit_due or previous is None or previous.experiment != experiment:
+                self._running = run(lambda: self._with_shares(experiment, previous))
         return {"running": None if experiment is None else experiment.experiment_id}
 
     def _with_shares(self, experiment: Experiment, previous: _Running | None) -> _Running:

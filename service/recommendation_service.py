@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol
 from cachetools import TTLCache
 
 from config import Settings
+from experiments.records import Impression
 from preprocess.demo_catalog import demo_interactions, demo_items, demo_user_ids
 from recommenders.artifacts import (Artifact, UnreadableArtifactError, list_artifacts, load_engine, newest_artifact,
                                     write_artifact)
@@ -113,7 +114,7 @@ class RecommendationService:
         self.run_blocking: Callable[[Callable[[], Any]], Any] = lambda work: work()
         self.experiments = Experiments(ExperimentStore(store.sql_engine), settings)
         self.experiments.refresh(force_bandit=True)  # a restarted process serves the running experiment at once
-        self.impressions = ImpressionLog(self.experiments.store.append_impressions, settings.impression_buffer_max)
+        self.impressions = ImpressionLog(self._write_impressions, settings.impression_buffer_max)
 
     @classmethod
     def create(cls, settings: Settings) -> "RecommendationService":
@@ -200,6 +201,10 @@ class RecommendationService:
         recommendation_id = self.impressions.record(user_id, recommendations, surface, variant.case, variant.method,
                                                     arm.experiment_id, variant.name)
         return {"recommendation_id": recommendation_id, "experiment_id": arm.experiment_id, "variant": variant.name}
+
+    def _write_impressions(self, batch: list[Impression]) -> None:
+        """A batch of the impression log, written where blocking calls go (a native thread when serving)."""
+        self.run_blocking(lambda: self.experiments.store.append_impressions(batch))
 
     def load_model(self, artifact: Artifact, run: Callable[[Callable[[], Engine]], Engine] = lambda work: work()) -> dict:
         """Load an artifact, bring it up to the live position from the log, and swap it in.
