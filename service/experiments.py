@@ -24,6 +24,7 @@ from experiments.statistics import variant_results
 from recommenders.records import Recommendation
 from service.errors import ConflictError, NotFoundError
 from service.exploration import explore
+from storage import Store
 from storage.experiment_store import ExperimentRunningError, ExperimentStore
 
 EXPLORATION_CANDIDATES = 200  # least shown items kept per process; a list explores a few of them
@@ -75,7 +76,13 @@ class Experiments:
         """Read the running experiment (and, when due, bandit counts and exploration candidates); `run`
         does the counting (the server passes one that uses a native thread)."""
         with self._refreshing:
-            experiment = self.store.running_experiment()
+            try:
+                experiment = self.store.running_experiment()
+            except Exception as error:  # the store is down: serve what we know; /stats (jobs) says why
+                reason = Store.unavailable_reason(error)
+                if reason is None:
+                    raise
+                return {"running": self.running_id(), "kept": reason}
             now = time.monotonic()
             bandit_due = force_bandit or now - self._bandit_read_at >= self._settings.bandit_refresh_seconds
             if bandit_due:

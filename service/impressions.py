@@ -43,6 +43,7 @@ class ImpressionLog:
         self._flushing = threading.Lock()
         self.written = 0
         self.dropped = 0
+        self._failing_since: float | None = None  # one log line per outage, not one per flush
 
     def record(self, user_id: str | None, recommendations: list[Recommendation], surface: str,
                case: str | None, method: str | None, experiment_id: str | None = None,
@@ -70,9 +71,15 @@ class ImpressionLog:
             except Exception:
                 overflow = max(0, len(batch) - self._max_unwritten)
                 self._unwritten, self.dropped = batch[overflow:], self.dropped + overflow
-                log.warning("impressions not written yet (%d kept, %d dropped so far)", len(self._unwritten),
-                            self.dropped, exc_info=True)
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                    log.warning("impressions cannot be written; keeping up to %d until they can",
+                                self._max_unwritten, exc_info=True)
                 return {"written": 0, "kept": len(self._unwritten)}
+            if self._failing_since is not None:
+                log.warning("impressions are written again after %.1f s (%d dropped so far)",
+                            time.monotonic() - self._failing_since, self.dropped)
+                self._failing_since = None
             self._unwritten = []
             self.written += len(batch)
             return {"written": len(batch)}

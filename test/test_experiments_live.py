@@ -5,7 +5,8 @@ answers' recommendation_id, and GET /experiments/<id> shows exactly what the cli
 (impressions, users and clicks per variant). After a restart every user is in the same variant and
 the counts are still there. On two processes sharing one PostgreSQL store: the process that did not
 create the experiment serves it within a couple of seconds, both put every user in the same variant,
-and the result counts the traffic of both.
+and the result counts the traffic of both. Lists served while PostgreSQL is down are counted once it
+is back, and a clean stop writes the lists still in the buffer.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from test_degraded_dependencies import own_postgres  # noqa: F401 (a fixture: a PostgreSQL to stop and start)
 from test_multiprocess import fresh_database
 
 from live_server import LiveServer, start_server
@@ -143,3 +145,27 @@ def test_two_processes_split_alike_and_the_result_counts_both(tmp_path, postgres
                 b.stop()
         finally:
             a.stop()
+
+
+def test_lists_served_while_postgresql_is_down_are_counted_once_it_is_back(own_postgres, tmp_path):
+    server = start_server(tmp_path / "server", DATABASE_URL=own_postgres.url, RETRAIN_INTERVAL_SECONDS="0",
+                          RATE_LIMIT="")
+    try:
+        experiment_id = call(server, "POST", "/experiments", EXPERIMENT, status=201)["experiment_id"]
+        tally = Tally()
+        for n in range(30):
+            tally.serve_and_click(server, f"before_{n}", click=n % 2 == 0)
+        assert counted(server, experiment_id) == tally.expected()
+
+        own_postgres.stop()
+        for n in range(30):  # the engine answers without the store; the lists wait in the buffer
+            tally.serve_and_click(server, f"during_{n}", click=False)
+        time.sleep(1.5)  # a few flushes fail meanwhile
+        assert requests.get(f"{server.url}/experiments/{experiment_id}", timeout=TIMEOUT).status_code == 503
+
+        own_postgres.start()
+        wait_for_counts(server, experiment_id, tally.expected(), seconds=15.0)
+        stderr = server.stderr.read_text()
+        assert stderr.count("impressions cannot be written") == 1 and "impressions are written again" in stderr
+    finally:
+        server.stop()
