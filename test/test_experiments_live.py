@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from test_degraded_dependencies import own_postgres  # noqa: F401 (a fixture: a PostgreSQL to stop and start)
 from test_multiprocess import fresh_database
 
 from live_server import LiveServer, start_server
