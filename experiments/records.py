@@ -14,7 +14,8 @@ class Variant:
 
     `exploration` None means the EXPLORATION_WEIGHT setting; `share` is the configured share of users
     (for "thompson" the starting share, before any reward is counted). `hybrid_weights` replaces the
-    hybrid's collaborative share for new, experienced and heavy users (HYBRID_COLLABORATIVE_*).
+    hybrid's collaborative share for new, experienced and heavy users (HYBRID_COLLABORATIVE_*), and
+    `collaborative_weights` the weights of the named collaborative parts (COLLABORATIVE_WEIGHT_*).
     """
 
     name: str
@@ -23,22 +24,26 @@ class Variant:
     method: str | None = None
     exploration: float | None = None
     hybrid_weights: tuple[float, float, float] | None = None
+    collaborative_weights: tuple[tuple[str, float], ...] | None = None  # sorted by name
 
     def as_dict(self) -> dict:
-        weights = None if self.hybrid_weights is None else dict(zip(HYBRID_TIERS, self.hybrid_weights))
+        tiers = None if self.hybrid_weights is None else dict(zip(HYBRID_TIERS, self.hybrid_weights))
+        parts = None if self.collaborative_weights is None else dict(self.collaborative_weights)
         return {"name": self.name, "share": self.share, "case": self.case, "method": self.method,
-                "exploration": self.exploration, "hybrid_weights": weights}
+                "exploration": self.exploration, "hybrid_weights": tiers, "collaborative_weights": parts}
 
     @classmethod
     def from_dict(cls, fields: dict) -> "Variant":
-        weights = fields.get("hybrid_weights")
-        return cls(**{**fields, "hybrid_weights": None if weights is None else tuple(weights[t] for t in HYBRID_TIERS)})
+        """The inverse of `as_dict` (a variant as the store keeps it)."""
+        tiers, parts = fields.get("hybrid_weights"), fields.get("collaborative_weights")
+        return cls(**{**fields, "hybrid_weights": None if tiers is None else tuple(tiers[t] for t in HYBRID_TIERS),
+                      "collaborative_weights": None if parts is None else tuple(sorted(parts.items()))})
 
     @property
     def options(self) -> dict:
         """The keyword arguments of RecommendationService.recommendations that serve this variant."""
         return {"case": self.case, "method": self.method, "exploration": self.exploration,
-                "hybrid_weights": self.hybrid_weights}
+                "hybrid_weights": self.hybrid_weights, "collaborative_weights": self.collaborative_weights}
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,16 @@ class HybridPolicy:
     collaborative_heavy: float = 0.7
 
 
+@dataclass(frozen=True)
+class BlendTuning:
+    """A blend of its own for one request (an experiment's variant): the collaborative share of the
+    "weighted" hybrid for new, experienced and heavy users, and weights of collaborative parts by name
+    (the rest keep theirs). None keeps what is configured."""
+
+    collaborative_tiers: tuple[float, float, float] | None = None
+    collaborative_weights: tuple[tuple[str, float], ...] | None = None
+
+
 class HybridRecommender:
     """Blends whole recommenders (the collaborative blend, content, behaviour, popular) per user.
 
@@ -46,10 +56,8 @@ class HybridRecommender:
         self.policy = policy
         self.method = method
 
-    def weight_rows(self, data: InteractionData, users: np.ndarray, method: str | None = None,
-                    policy: HybridPolicy | None = None) -> dict[str, np.ndarray]:
-        """How much each component counts for each user now; each user's weights sum to 1. `policy`
-        replaces the configured tiers of "weighted" (an experiment's variant may set its own)."""
+    def weight_rows(self, data: InteractionData, users: np.ndarray, method: str | None = None) -> dict[str, np.ndarray]:
+        """How much each component counts for each user now; each user's weights sum to 1."""
         method = method or self.method
         history = np.diff(data.preference_rows(users, seen=True).indptr).astype(np.float64)
         zeros = np.zeros(len(users))
@@ -62,7 +70,7 @@ class HybridRecommender:
             weights = {COLLABORATIVE: collaborative, "content": 1.0 - collaborative, "behavior": 0.5 * share,
                        "popular": 0.1 / (1.0 + history)}
         else:
-            collaborative = self._tier(history, policy or self.policy)
+            collaborative = self._tier(history)
             weights = {COLLABORATIVE: collaborative, "content": 1.0 - collaborative}
         weights = {name: weights.get(name, zeros) for name in ("popular", COLLABORATIVE, "content", "behavior")}
         newcomer = history == 0  # nothing known: popular items only
@@ -72,10 +80,9 @@ class HybridRecommender:
         total = sum(weights.values())
         return {name: w / total for name, w in weights.items()}
 
-    def weights(self, data: InteractionData, user: int, method: str | None = None,
-                policy: HybridPolicy | None = None) -> dict[str, float]:
+    def weights(self, data: InteractionData, user: int, method: str | None = None) -> dict[str, float]:
         """One user's non-zero weights."""
-        rows = self.weight_rows(data, np.array([user]), method, policy)
+        rows = self.weight_rows(data, np.array([user]), method)
         return {name: float(w[0]) for name, w in rows.items() if w[0] > 0}
 
     def score(self, data: InteractionData, users: np.ndarray, method: str | None = None) -> np.ndarray:
@@ -99,15 +106,14 @@ class HybridRecommender:
                 for name, weight in weights.items()}
 
     def recommend_labelled(self, data: InteractionData, user: int, k: int, method: str | None = None,
-                           allowed: np.ndarray | None = None,
-                           policy: HybridPolicy | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                           allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Top-k (items, scores, strategy per item): the strategy is the dominant component, or "hybrid"."""
         candidates = candidate_mask(data, user, allowed)
-        contributions = self.blend(data, user, self.weights(data, user, method, policy), candidates)
+        contributions = self.blend(data, user, self.weights(data, user, method), candidates)
         return rank_contributions(data, user, k, contributions, candidates)
 
-    @staticmethod
-    def _tier(history: np.ndarray, policy: HybridPolicy) -> np.ndarray:
+    def _tier(self, history: np.ndarray) -> np.ndarray:
+        policy = self.policy
         return np.select([history <= policy.new_user_max_interactions, history < policy.heavy_user_min_interactions],
                          [policy.collaborative_new, policy.collaborative_experienced], policy.collaborative_heavy)
 

@@ -21,7 +21,7 @@ from recommenders.artifacts import (Artifact, UnreadableArtifactError, list_arti
                                     write_artifact)
 from recommenders.engine import Engine, UnknownKeyError, anonymous_case
 from recommenders.registry import single_cases
-from recommenders.hybrid import HybridPolicy
+from recommenders.hybrid import BlendTuning, HybridPolicy
 from recommenders.interaction_data import EventColumns, EventWeighting
 from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, Recommendation
 from service.errors import ConflictError, InvalidRequestError, NotFoundError
@@ -254,18 +254,20 @@ class RecommendationService:
     # -- reads ------------------------------------------------------------------------------
     def recommendations(self, user_id: str | None, count: int, case: str = "hybrid", method: str | None = None,
                         product_id: str | None = None, category: str | None = None,
-                        exploration: float | None = None,
-                        hybrid_weights: tuple[float, float, float] | None = None) -> RecommendationResult:
+                        exploration: float | None = None, hybrid_weights: tuple[float, float, float] | None = None,
+                        collaborative_weights: tuple[tuple[str, float], ...] | None = None) -> RecommendationResult:
         """`exploration` (default EXPLORATION_WEIGHT) is the share of slots given to the least shown items;
-        `hybrid_weights` replaces the hybrid's collaborative share for new, experienced and heavy users."""
+        `hybrid_weights` and `collaborative_weights` tune the blends (see BlendTuning)."""
         if user_id is None and not anonymous_case(case, product_id):
             raise InvalidRequestError(f"user_id is required for case '{case}'"
                                       + (" (or give product_id)" if case in single_cases() else ""))
         explored = self.settings.exploration_weight if exploration is None else exploration
-        variant = ("recommend", case, method, product_id, category, explored, hybrid_weights)
+        variant = ("recommend", case, method, product_id, category, explored, hybrid_weights, collaborative_weights)
+        tuning = (None if hybrid_weights is None and collaborative_weights is None
+                  else BlendTuning(hybrid_weights, collaborative_weights))
 
         def compute(k: int) -> list[Recommendation]:
-            ranked = self.engine.recommend(user_id, k, case, method, product_id, category, hybrid_weights)
+            ranked = self.engine.recommend(user_id, k, case, method, product_id, category, tuning)
             return self.experiments.explore(ranked, explored)
 
         if user_id is None:

@@ -80,6 +80,14 @@ INVALID = {
     "a hybrid weight over 1": arms(variants=[variant(name="a"), variant(
         name="b", hybrid_weights={"new": 2, "experienced": 1, "heavy": 1})]),
     "a hybrid weight missing": arms(variants=[variant(name="a"), variant(name="b", hybrid_weights={"new": 1})]),
+    "an unknown collaborative part": arms(variants=[variant(name="a"), variant(
+        name="b", collaborative_weights={"magic": 1})]),
+    "collaborative weights all 0": arms(variants=[variant(name="a"), variant(
+        name="b", collaborative_weights={"user_based": 0, "ease": 0, "als": 0})]),
+    "collaborative weights with the popular case": arms(variants=[variant(name="a"), variant(
+        name="b", case="popular", collaborative_weights={"ease": 1})]),
+    "a negative collaborative weight": arms(variants=[variant(name="a"), variant(
+        name="b", collaborative_weights={"ease": -1})]),
 }
 
 
@@ -291,3 +299,32 @@ def test_a_variant_sets_the_hybrids_weights(client):
             assert {r["strategy"] for r in served} == {"collaborative"}
     finally:
         client.post(f"/experiments/{experiment['experiment_id']}/stop")
+
+
+def test_a_variant_sets_the_collaborative_weights(client, service):
+    """A variant's collaborative_weights rank as a server configured with those COLLABORATIVE_WEIGHT_* does
+    (a second service on the same store and model artifact)."""
+    weights = {"user_based": 1.0, "ease": 0.0, "als": 0.0}
+    body = {"name": "parts", "variants": [
+        {"name": "control", "share": 0.5, "case": "collaborative"},
+        {"name": "user_based_only", "share": 0.5, "case": "collaborative", "collaborative_weights": weights}]}
+    created = client.post("/experiments", json=body)
+    assert created.status_code == 201, created.get_json()
+    experiment = created.get_json()
+    configured = RecommendationService.create(service.settings.model_copy(update={
+        "collaborative_weights": weights, "model_dir": service.settings.model_path}))
+    try:
+        assert experiment["variants"][1]["collaborative_weights"] == weights
+        other = create_app(configured.settings, configured).test_client()
+        compared, differs = 0, 0
+        for user in ("alice", "bob", "carol", *(f"user_{n:03d}" for n in range(1, 41))):
+            served = client.get(f"/recommendations/{user}?count=5").get_json()
+            if served["variant"] == "user_based_only":
+                expected = other.get(f"/recommend?user_id={user}&case=collaborative&count=5").get_json()
+                assert served["recommendations"] == expected["recommendations"], user
+                default = client.get(f"/recommend?user_id={user}&case=collaborative&count=5").get_json()
+                compared, differs = compared + 1, differs + (default["recommendations"] != served["recommendations"])
+        assert compared >= 5 and differs >= 1  # the weights changed what those users see
+    finally:
+        client.post(f"/experiments/{experiment['experiment_id']}/stop")
+        configured.close()

@@ -25,6 +25,7 @@ class VariantDefinition(Answer):
     method: HybridMethod | None
     exploration: float | None
     hybrid_weights: TierWeights | None
+    collaborative_weights: dict[str, float] | None
 
 
 class ExperimentSummary(Answer):

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from experiments.records import ALLOCATIONS, HYBRID_TIERS, REWARDS, Variant
+from recommenders import registry
 from web.schemas import NO_NUL, BodyModel, Case, HybridMethod, Id, QueryModel, method_only_with_hybrid
 
 Share = Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)]
@@ -33,7 +34,27 @@ class VariantBody(BodyModel):
     hybrid_weights: HybridWeightsBody | None = Field(None, description='only with case "hybrid" and method "weighted" '
                                                                    '(the default): HYBRID_COLLABORATIVE_* for this variant')
 
+    collaborative_weights: dict[str, Fraction] | None = Field(
+        None, description='with case "hybrid" or "collaborative": COLLABORATIVE_WEIGHT_<name> for this variant, '
+                          'by collaborative recommender (user_based, ease, als, ...); the others keep theirs')
+
     _method_only_with_hybrid = field_validator("method")(method_only_with_hybrid)
+
+    @field_validator("collaborative_weights")
+    @classmethod
+    def _known_parts_of_a_collaborative_case(cls, weights: dict[str, float] | None,
+                                             info: ValidationInfo) -> dict[str, float] | None:
+        if weights is None:
+            return None
+        if info.data.get("case") not in ("hybrid", registry.COLLABORATIVE):
+            raise ValueError('collaborative_weights apply only to case "hybrid" or "collaborative"')
+        known = registry.collaborative_weights()
+        unknown = sorted(set(weights) - set(known))
+        if unknown:
+            raise ValueError(f"no collaborative recommender is named {', '.join(unknown)} (known: {', '.join(known)})")
+        if not any({**registry.collaborative_weights(info.context["settings"].collaborative_weights), **weights}.values()):
+            raise ValueError("collaborative_weights leave every collaborative recommender at 0")
+        return weights
 
     @field_validator("hybrid_weights")
     @classmethod
@@ -74,7 +95,8 @@ class ExperimentBody(BodyModel):
     def to_variants(self) -> tuple[Variant, ...]:
         equal = 1.0 / len(self.variants)
         return tuple(Variant(v.name, equal if v.share is None else v.share, v.case, v.method, v.exploration,
-                             v.hybrid_weights and tuple(getattr(v.hybrid_weights, tier) for tier in HYBRID_TIERS))
+                             v.hybrid_weights and tuple(getattr(v.hybrid_weights, tier) for tier in HYBRID_TIERS),
+                             v.collaborative_weights and tuple(sorted(v.collaborative_weights.items())))
                      for v in self.variants)
 
     @property
