@@ -48,6 +48,8 @@ class _Running:
 
 
 class Experiments:
+    """The running experiment of this process, kept up from the store, and the experiment operations."""
+
     def __init__(self, store: ExperimentStore, settings: Settings) -> None:
         self.store = store
         self._settings = settings
@@ -58,7 +60,7 @@ class Experiments:
 
     # -- the read path --------------------------------------------------------------------
     def assign(self, user_id: str) -> Assignment | None:
-        """The user's variant while an experiment runs; a hash, no I/O (~2 us)."""
+        """The user's variant while an experiment runs: a hash and a bisection, no I/O (~1 us)."""
         running = self._running
         if running is None:
             return None
@@ -94,16 +96,11 @@ class Experiments:
             if experiment is None:
                 self._running = None
             elif bandit_due or previous is None or previous.experiment != experiment:
-                self._running = run(lambda: self._with_shares(experiment, previous))
+                self._running = run(lambda: self._state(experiment))
         return {"running": None if experiment is None else experiment.experiment_id}
 
-    def _with_shares(self, experiment: Experiment, previous: _Running | None) -> _Running:
-        if experiment.allocation == "thompson":
-            shares = self.shares(experiment)
-        elif previous is not None and previous.experiment == experiment:
-            shares = previous.shares
-        else:
-            shares = np.array([variant.share for variant in experiment.variants])
+    def _state(self, experiment: Experiment) -> _Running:
+        shares = self.shares(experiment)
         return _Running(experiment, shares, boundaries(shares.tolist()),
                         tuple(Assignment(experiment.experiment_id, variant) for variant in experiment.variants))
 
