@@ -108,6 +108,16 @@ class Settings(BaseSettings):
     compact_interval_seconds: int = 30  # fold single-event updates into the snapshots
     cache_cleanup_interval_seconds: int = 60
     trending_interval_seconds: int = 300
+    # Experiments (issue 10). An event without a recommendation_id is attributed to the latest list
+    # that showed its item to its user this long before it (30 min: one shopping session).
+    attribution_window_seconds: float = 1800.0
+    # Share of a list's slots given to the least shown items, so a new product is not starved (0: off).
+    exploration_weight: float = Field(0.0, ge=0.0, le=1.0)
+    # Served lists are logged in batches this often, off the request path (web/background.py).
+    impression_flush_seconds: float = 0.5
+    impression_buffer_max: int = 200_000  # unwritten impressions kept while the store is down
+    experiments_refresh_seconds: float = 1.0  # how soon every process sees an experiment start or stop
+    bandit_refresh_seconds: float = 5.0  # Thompson shares and exploration candidates, from the store
 
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -16,7 +17,7 @@ from recommenders import registry
 from recommenders.base import Recommender, candidate_mask, normalise
 from recommenders.collaborative import CollaborativeBlend
 from recommenders.explanations import Explainer
-from recommenders.hybrid import HybridPolicy, HybridRecommender, rank_contributions
+from recommenders.hybrid import BlendTuning, HybridPolicy, HybridRecommender, rank_contributions
 from recommenders.interaction_data import EventColumns, EventWeighting, InteractionData
 from recommenders.realtime import RealtimeRecommender
 from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, Recommendation
@@ -176,10 +177,12 @@ class Engine:
 
     # -- reads ------------------------------------------------------------------------------
     def recommend(self, user_id: str | None, k: int, case: str = "hybrid", method: str | None = None,
-                  product_id: str | None = None, category: str | None = None) -> list[Recommendation]:
+                  product_id: str | None = None, category: str | None = None,
+                  tuning: BlendTuning | None = None) -> list[Recommendation]:
         """Top-k for one user by one of the `cases()`; users with no history get popular items.
 
         A single component's case with `product_id` ranks the items that component finds like it.
+        `tuning` gives the hybrid and collaborative blends other weights for this request.
         """
         single = registry.single_cases()
         if case not in ("hybrid", "collaborative") and case not in single:
@@ -195,14 +198,32 @@ class Engine:
                 return self._single(scores, name, user, k, allowed, context=product)
             if case == "popular" or user is None or len(self.data.seen_items(user)) == 0:
                 return self._single(self._item_scores(popular), "popular", user, k, allowed)
+            collaborative, hybrid = self._blends(tuning)
             if case == "hybrid":
-                return self._labelled(*self.hybrid.recommend_labelled(self.data, user, k, method, allowed), user=user)
+                return self._labelled(*hybrid.recommend_labelled(self.data, user, k, method, allowed), user=user)
             users = np.array([user])
             if case == "collaborative":
-                result = self._single(self.collaborative.score(self.data, users)[0], "collaborative", user, k, allowed)
+                result = self._single(collaborative.score(self.data, users)[0], "collaborative", user, k, allowed)
                 return self._with_predicted_ratings(result, user)
             name = single[case]
             return self._single(self.components[name].score(self.data, users)[0], name, user, k, allowed)
+
+    def _blends(self, tuning: BlendTuning | None) -> tuple[CollaborativeBlend, HybridRecommender]:
+        """The collaborative blend and the hybrid as configured, or as `tuning` weighs them: new wrappers
+        around the same fitted components, so a tuned request copies no model."""
+        if tuning is None:
+            return self.collaborative, self.hybrid
+        collaborative, policy = self.collaborative, self.hybrid.policy
+        if tuning.collaborative_weights is not None:
+            collaborative = CollaborativeBlend(collaborative.parts,
+                                               {**collaborative.weights, **dict(tuning.collaborative_weights)})
+        if tuning.collaborative_tiers is not None:
+            new, experienced, heavy = tuning.collaborative_tiers
+            policy = replace(policy, collaborative_new=new, collaborative_experienced=experienced,
+                             collaborative_heavy=heavy)
+        hybrid = HybridRecommender({**self.hybrid.components, registry.COLLABORATIVE: collaborative}, policy,
+                                   self.hybrid.method)
+        return collaborative, hybrid
 
     def realtime_recommend(self, user_id: str | None, k: int, product_id: str | None = None,
                            event_type: EventType = EventType.VIEW) -> list[Recommendation]:

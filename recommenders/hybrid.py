@@ -33,6 +33,16 @@ class HybridPolicy:
     collaborative_heavy: float = 0.7
 
 
+@dataclass(frozen=True)
+class BlendTuning:
+    """A blend of its own for one request (an experiment's variant): the collaborative share of the
+    "weighted" hybrid for new, experienced and heavy users, and weights of collaborative parts by name
+    (the rest keep theirs). None keeps what is configured."""
+
+    collaborative_tiers: tuple[float, float, float] | None = None
+    collaborative_weights: tuple[tuple[str, float], ...] | None = None
+
+
 class HybridRecommender:
     """Blends whole recommenders (the collaborative blend, content, behaviour, popular) per user.
 

@@ -45,7 +45,8 @@ class InteractionRecord:
     """One event. `rating` is set only for `EventType.RATING`; `timestamp` is Unix seconds.
 
     `seq` is the store's sequence number (0 until stored); `event_id` is the client's
-    idempotency key, if it sent one.
+    idempotency key, if it sent one. `recommendation_id` names the served list the event came from,
+    `value` the revenue of an add_to_cart or purchase (both optional, for experiments).
     """
 
     user_id: str
@@ -55,6 +56,8 @@ class InteractionRecord:
     rating: float | None = None
     seq: int = 0
     event_id: str | None = None
+    recommendation_id: str | None = None
+    value: float | None = None
 
 
 class LogKind(str, Enum):

@@ -15,17 +15,21 @@ from typing import Any, Callable, Protocol
 from cachetools import TTLCache
 
 from config import Settings
+from experiments.records import Impression
 from preprocess.demo_catalog import demo_interactions, demo_items, demo_user_ids
 from recommenders.artifacts import (Artifact, UnreadableArtifactError, list_artifacts, load_engine, newest_artifact,
                                     write_artifact)
 from recommenders.engine import Engine, UnknownKeyError, anonymous_case
 from recommenders.registry import single_cases
-from recommenders.hybrid import HybridPolicy
+from recommenders.hybrid import BlendTuning, HybridPolicy
 from recommenders.interaction_data import EventColumns, EventWeighting
 from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, Recommendation
 from service.errors import ConflictError, InvalidRequestError, NotFoundError
+from service.experiments import Assignment, Experiments
 from service.group_commit import GroupCommitter
+from service.impressions import ImpressionLog
 from storage import Store, UnknownItemError
+from storage.experiment_store import ExperimentStore
 from utils.cache import Cache, RankedList, make_cache
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ class InteractionOutcome:
     cache_invalidated: bool
     duplicate: bool = False  # the event_id was already stored; nothing new was applied
     recommendations: list[Recommendation] = field(default_factory=list)
+    assignment: Assignment | None = None  # the experiment variant `recommendations` come from, if any
 
 
 class Notifier(Protocol):
@@ -107,6 +112,9 @@ class RecommendationService:
         # Runs a blocking call; the server moves SQLite's group commits (a C call holding the event
         # loop through its fsync) to a native thread, so the next group can gather meanwhile.
         self.run_blocking: Callable[[Callable[[], Any]], Any] = lambda work: work()
+        self.experiments = Experiments(ExperimentStore(store.sql_engine), settings)
+        self.experiments.refresh(force_bandit=True)  # a restarted process serves the running experiment at once
+        self.impressions = ImpressionLog(self._write_impressions, settings.impression_buffer_max)
 
     @classmethod
     def create(cls, settings: Settings) -> "RecommendationService":
@@ -123,6 +131,7 @@ class RecommendationService:
         return service
 
     def close(self) -> None:
+        self.impressions.flush()  # the lists served since the last batch
         self.store.close()
 
     # -- following the log ------------------------------------------------------------------
@@ -163,19 +172,39 @@ class RecommendationService:
 
     def _push(self, events: list[InteractionRecord]) -> None:
         for event in events:
+            fresh, arm = self._list_after(event)
             self.notifier.push(event.user_id, {
-                "user_id": event.user_id, "recommendations": [r.as_dict() for r in self._list_after(event)],
+                "user_id": event.user_id, "recommendations": [r.as_dict() for r in fresh],
                 "trigger": {"item_id": event.item_id, "event_type": event.event_type.value},
-                "generated_at": time.time()})
+                "generated_at": time.time(), **self.served(event.user_id, fresh, "push", "realtime", None, arm)})
 
-    def _list_after(self, event: InteractionRecord) -> list[Recommendation]:
-        """The real-time list after a stored event, computed once for the answer and the push."""
+    def _list_after(self, event: InteractionRecord) -> tuple[list[Recommendation], Assignment | None]:
+        """The list after a stored event, computed once for the answer and the push: the real-time
+        list, or while the user is in an experiment, their variant's list (the event dropped its cache)."""
+        arm = self.experiments.assign(event.user_id)
+        if arm is not None:
+            return self.recommendations(event.user_id, self.settings.default_count,
+                                        **arm.variant.options).recommendations, arm
         key = (event.user_id, event.seq)
         fresh = self._lists_after_event.get(key)
         if fresh is None:
             fresh = self._lists_after_event[key] = self.engine.realtime_recommend(
                 event.user_id, self.settings.default_count, event.item_id, event.event_type)
-        return fresh
+        return fresh, None
+
+    def served(self, user_id: str | None, recommendations: list[Recommendation], surface: str, case: str | None,
+               method: str | None, arm: Assignment | None = None) -> dict:
+        """Log a served list as an impression; the fields that name it in the answer."""
+        if arm is None:
+            return {"recommendation_id": self.impressions.record(user_id, recommendations, surface, case, method)}
+        variant = arm.variant
+        recommendation_id = self.impressions.record(user_id, recommendations, surface, variant.case, variant.method,
+                                                    arm.experiment_id, variant.name)
+        return {"recommendation_id": recommendation_id, "experiment_id": arm.experiment_id, "variant": variant.name}
+
+    def _write_impressions(self, batch: list[Impression]) -> None:
+        """A batch of the impression log, written where blocking calls go (a native thread when serving)."""
+        self.run_blocking(lambda: self.experiments.store.append_impressions(batch))
 
     def load_model(self, artifact: Artifact, run: Callable[[Callable[[], Engine]], Engine] = lambda work: work()) -> dict:
         """Load an artifact, bring it up to the live position from the log, and swap it in.
@@ -224,16 +253,26 @@ class RecommendationService:
 
     # -- reads ------------------------------------------------------------------------------
     def recommendations(self, user_id: str | None, count: int, case: str = "hybrid", method: str | None = None,
-                        product_id: str | None = None, category: str | None = None) -> RecommendationResult:
+                        product_id: str | None = None, category: str | None = None,
+                        exploration: float | None = None, hybrid_weights: tuple[float, float, float] | None = None,
+                        collaborative_weights: tuple[tuple[str, float], ...] | None = None) -> RecommendationResult:
+        """`exploration` (default EXPLORATION_WEIGHT) is the share of slots given to the least shown items;
+        `hybrid_weights` and `collaborative_weights` tune the blends (see BlendTuning)."""
         if user_id is None and not anonymous_case(case, product_id):
             raise InvalidRequestError(f"user_id is required for case '{case}'"
                                       + (" (or give product_id)" if case in single_cases() else ""))
-        variant = ("recommend", case, method, product_id, category)
+        explored = self.settings.exploration_weight if exploration is None else exploration
+        variant = ("recommend", case, method, product_id, category, explored, hybrid_weights, collaborative_weights)
+        tuning = (None if hybrid_weights is None and collaborative_weights is None
+                  else BlendTuning(hybrid_weights, collaborative_weights))
+
+        def compute(k: int) -> list[Recommendation]:
+            ranked = self.engine.recommend(user_id, k, case, method, product_id, category, tuning)
+            return self.experiments.explore(ranked, explored)
+
         if user_id is None:
-            return self._cached("popular", variant, count,
-                                lambda k: self.engine.recommend(None, k, case, method, product_id, category))
-        return self._cached_for_user(user_id, variant, count,
-                                     lambda k: self.engine.recommend(user_id, k, case, method, product_id, category))
+            return self._cached("popular", variant, count, compute)
+        return self._cached_for_user(user_id, variant, count, compute)
 
     def realtime_recommendations(self, user_id: str, count: int, product_id: str | None = None,
                                  event_type: EventType = EventType.VIEW) -> RecommendationResult:
@@ -250,11 +289,13 @@ class RecommendationService:
     # -- writes -----------------------------------------------------------------------------
     def record_interaction(self, user_id: str, item_id: str, event_type: EventType, rating: float | None = None,
                            timestamp: float | None = None, event_id: str | None = None,
-                           recommend: bool = False) -> InteractionOutcome:
+                           recommend: bool = False, recommendation_id: str | None = None,
+                           value: float | None = None) -> InteractionOutcome:
         """Commit (with the events written at the same moment), apply to the model through the log,
         and, with `recommend`, compute fresh recommendations for the answer."""
         record = InteractionRecord(user_id=user_id, item_id=item_id, event_type=event_type, rating=rating,
-                                   timestamp=time.time() if timestamp is None else timestamp, event_id=event_id)
+                                   timestamp=time.time() if timestamp is None else timestamp, event_id=event_id,
+                                   recommendation_id=recommendation_id, value=value)
         try:
             stored, created = self._writes.submit(record)
         except UnknownItemError:
@@ -265,8 +306,9 @@ class RecommendationService:
             # A retry of a stored event_id applies nothing new, but may reach a process that has not
             # yet applied the original: read the log to its end.
             self.catch_up()
-        fresh = self._list_after(stored) if recommend else []
-        return InteractionOutcome(stored, cache_invalidated=created, duplicate=not created, recommendations=fresh)
+        fresh, arm = self._list_after(stored) if recommend else ([], None)
+        return InteractionOutcome(stored, cache_invalidated=created, duplicate=not created, recommendations=fresh,
+                                  assignment=arm)
 
     def _write_events(self, records: list[InteractionRecord]) -> list[tuple[InteractionRecord, bool] | Exception]:
         """One group's commit, then its new entries applied (GroupCommitter's `write`)."""
@@ -316,7 +358,9 @@ class RecommendationService:
         """Erase the user (a privacy request): profile and events from the store, and, through the log
         entry the deletion writes, their state in every process's engine and their cached answers.
         What they taught the fitted models goes at the next training. NotFoundError if unknown.
+        This process's unwritten impressions are written first, so the deletion takes theirs too.
         """
+        self.impressions.flush()
         if not self.store.delete_user(user_id):
             raise NotFoundError("user", user_id)
         self._apply_committed()
@@ -375,7 +419,8 @@ class RecommendationService:
                 "uptime_seconds": round(time.time() - self.started_at, 1)}
 
     def stats(self) -> dict:
-        return {"cache": self.cache.stats(), "engine": self.engine.stats(), "store": self.store.counts()}
+        return {"cache": self.cache.stats(), "engine": self.engine.stats(), "store": self.store.counts(),
+                "experiments": {"running": self.experiments.running_id(), "impressions": self.impressions.stats()}}
 
     # -- helpers ----------------------------------------------------------------------------
     def _cached(self, kind: str, key, count: int, compute, variant=None) -> RecommendationResult:
@@ -413,10 +458,12 @@ def seed_demo_data(store: Store) -> None:
 
 
 def _same_event(stored: InteractionRecord, retried: InteractionRecord, timestamp_given: bool) -> bool:
-    """Whether a request with a stored event_id is a retry of that event: the same user, item, type and
-    rating, and the same time if the client gave one (the server dates the others on arrival)."""
-    return ((stored.user_id, stored.item_id, stored.event_type, stored.rating)
-            == (retried.user_id, retried.item_id, retried.event_type, retried.rating)
+    """Whether a request with a stored event_id is a retry of that event: the same user, item, type,
+    rating, recommendation_id and value, and the same time if the client gave one (the server dates the
+    others on arrival)."""
+    return ((stored.user_id, stored.item_id, stored.event_type, stored.rating, stored.recommendation_id, stored.value)
+            == (retried.user_id, retried.item_id, retried.event_type, retried.rating, retried.recommendation_id,
+                retried.value)
             and (not timestamp_given or abs(stored.timestamp - retried.timestamp) < 1e-3))
 
 

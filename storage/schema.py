@@ -91,6 +91,10 @@ class Interaction(Base):
     rating: Mapped[float | None] = mapped_column(Float)
     occurred_at: Mapped[datetime]
     recorded_at: Mapped[datetime]
+    # The served list the event came from (GET /experiments attributes by it) and the revenue of an
+    # add_to_cart or purchase; added after the first release, hence nullable (storage/upgrade.py).
+    recommendation_id: Mapped[str | None] = mapped_column(String(64))
+    value: Mapped[float | None] = mapped_column(Float)
 
 
 class ModelCheckpoint(Base):

@@ -46,6 +46,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, UserRecord
+from storage.experiment_schema import ImpressionRow  # its tables are created with these
 from storage.schema import Base, Interaction, Item, LogChange, LogPosition, ModelCheckpoint, User
 from storage.upgrade import add_missing_columns
 
@@ -113,6 +114,11 @@ class Store:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    @property
+    def sql_engine(self) -> Engine:
+        """For the other stores of this package (storage/experiment_store.py), which share its pool."""
+        return self._engine
 
     @property
     def backend(self) -> str:
@@ -219,6 +225,7 @@ class Store:
         with self._engine.connect() as conn:
             seq = _reserve_seqs(conn, 1)
             conn.execute(delete(Interaction).where(Interaction.user_id == user_id))
+            conn.execute(delete(ImpressionRow).where(ImpressionRow.user_id == user_id))
             if conn.execute(delete(User).where(User.user_id == user_id)).rowcount != 1:
                 return False
             conn.execute(insert(LogChange).values(_change_row(seq, LogKind.FORGET_USER, user_id, _utc_now())))
@@ -694,7 +701,8 @@ def _log_page_statement() -> Select[Any]:
     every later row: 27 ms instead of 0.3 ms for a page of 1,000 from the middle of 300,000
     events). SQLite does it only when the arms' columns have the same affinity, hence the casts.
     """
-    event_only = (Interaction.event_type, Interaction.rating, Interaction.occurred_at, Interaction.event_id)
+    event_only = (Interaction.event_type, Interaction.rating, Interaction.occurred_at, Interaction.event_id,
+                  Interaction.recommendation_id, Interaction.value)
     events = select(
         Interaction.seq, cast(literal(LogKind.EVENT.value), LogChange.kind.type).label("kind"),
         Interaction.user_id, Interaction.item_id, *event_only,
@@ -764,6 +772,8 @@ def _interaction_row(rec: InteractionRecord, seq: int, now: datetime) -> dict[st
         "rating": rec.rating,
         "occurred_at": _to_datetime(rec.timestamp),
         "recorded_at": now,
+        "recommendation_id": rec.recommendation_id,
+        "value": rec.value,
     }
 
 
@@ -776,4 +786,6 @@ def _interaction(row: Row[Any]) -> InteractionRecord:
         rating=row.rating,
         seq=row.seq,
         event_id=row.event_id,
+        recommendation_id=row.recommendation_id,
+        value=row.value,
     )

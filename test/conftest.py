@@ -1,12 +1,18 @@
-"""Shared fixtures: a settings object on a throwaway SQLite file, and a throwaway PostgreSQL database.
+"""Shared fixtures: a settings object on a throwaway SQLite file, a throwaway PostgreSQL database, and a
+PostgreSQL cluster of a test's own that it may stop and start.
 
 PostgreSQL tests use the real server at 127.0.0.1:5432 (trust auth). Each test session creates its
 own database from the `test` maintenance database and drops it at the end, so runs never collide.
 """
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import subprocess
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +86,52 @@ def server(tmp_path_factory):
     live = start_server(tmp_path_factory.mktemp("server"))
     yield live
     live.stop()
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of the test's own (initdb + pg_ctl), on a free port, to stop and start."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        from live_server import free_port  # imported when used, as in `server`: it imports the whole app
+
+        self.bin_dir = bin_dir
+        self.port = free_port()
+        # The server runs as `postgres` (it refuses root), so its directory must be reachable by it.
+        self.directory = Path(tempfile.mkdtemp(prefix="recs-test-pg-"))
+        self.data = self.directory / "data"
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+            self._as_owner = ["runuser", "-u", "postgres", "--"]
+        else:
+            self._as_owner = []
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.directory / "log"), "-o", options, "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        subprocess.run([*self._as_owner, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                        "-w", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _run(self, program: str, *args: str) -> None:
+        subprocess.run([*self._as_owner, str(self.bin_dir / program), *args], check=True, capture_output=True,
+                       timeout=120, cwd=self.directory)
+
+
+@pytest.fixture
+def own_postgres():
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+    if found[-1] is None:
+        pytest.skip("PostgreSQL's initdb is not installed (Debian: postgresql)")
+    cluster = OwnPostgres(Path(found[-1]).parent)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()

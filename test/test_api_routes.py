@@ -50,7 +50,7 @@ def assert_recommendations(recommendations: list, count: int) -> None:
 
 def test_readme_recommendations_for_alice(client):
     body = ok_json(client.get("/recommendations/alice?count=5"))
-    assert set(body) == {"recommendations", "user_id", "source", "response_time_ms"}
+    assert set(body) == {"recommendations", "user_id", "source", "recommendation_id", "response_time_ms"}
     assert body["user_id"] == "alice" and body["source"] in {"cache", "computed"}
     assert TIME_MS.match(body["response_time_ms"])
     assert_recommendations(body["recommendations"], 5)
@@ -116,7 +116,8 @@ def test_readme_stats(client):
 def test_system_readme_recommend_every_case(client, query):
     body = ok_json(client.get(f"/recommend?{query}&count=4"))
     params = dict(part.split("=") for part in query.split("&"))
-    assert set(body) == {"user_id", "case", "method", "product_id", "recommendations", "source", "response_time_ms"}
+    assert set(body) == {"user_id", "case", "method", "product_id", "recommendations", "source", "recommendation_id",
+                         "response_time_ms"}
     assert body["case"] == params.get("case", "hybrid")
     assert body["method"] == params.get("method")
     assert body["user_id"] == params.get("user_id") and body["product_id"] == params.get("product_id")
@@ -126,7 +127,8 @@ def test_system_readme_recommend_every_case(client, query):
 @pytest.mark.parametrize("query", ["user_id=alice", "user_id=alice&product_id=ipad&event_type=add_to_cart"])
 def test_system_readme_realtime_recommend(client, query):
     body = ok_json(client.get(f"/realtime-recommend?{query}&count=5"))
-    assert set(body) == {"user_id", "product_id", "event_type", "recommendations", "source", "response_time_ms"}
+    assert set(body) == {"user_id", "product_id", "event_type", "recommendations", "source", "recommendation_id",
+                         "response_time_ms"}
     params = dict(part.split("=") for part in query.split("&"))
     assert body["user_id"] == "alice" and body["product_id"] == params.get("product_id")
     assert body["event_type"] == params.get("event_type", "view")
@@ -185,7 +187,8 @@ def test_interaction_event_with_timestamp_and_int_ids_creates_user(fresh_client)
 def test_system_readme_event(fresh_client):
     sent = {"user_id": "alice", "product_id": "ipad", "event_type": "view", "timestamp": 1767323045}
     body = ok_json(fresh_client.post("/event", json=sent), 201)
-    assert set(body) == {"status", "user_id", "product_id", "event_type", "recommendations", "response_time_ms"}
+    assert set(body) == {"status", "user_id", "product_id", "event_type", "recommendations", "recommendation_id",
+                         "response_time_ms"}
     assert body["status"] == "recorded"
     assert (body["user_id"], body["product_id"], body["event_type"]) == ("alice", "ipad", "view")
     assert body["recommendations"] and TIME_MS.match(body["response_time_ms"])

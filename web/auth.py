@@ -36,6 +36,8 @@ PROTECTED_ROUTES = frozenset({
     ("POST", "/users"),
     ("DELETE", "/users/<user_id>"),
     ("POST", "/auth/token"),
+    ("POST", "/experiments"),
+    ("POST", "/experiments/<experiment_id>/stop"),
 })
 READ_METHODS = frozenset({"GET", "HEAD"})
 # Reads that stay open under API_KEY_READS.

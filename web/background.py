@@ -135,6 +135,9 @@ def start_background_work(app: Flask) -> tuple[APScheduler, LogFollower]:
         "compact": (service.compact, settings.compact_interval_seconds),
         "cache_cleanup": (service.expire_cache, settings.cache_cleanup_interval_seconds),
         "trending": (service.rebase_trending, settings.trending_interval_seconds),
+        # Their batch writes (SQLite's fsync) and counts (pandas) run in a native thread, their locks here.
+        "impressions": (service.impressions.flush, settings.impression_flush_seconds),
+        "experiments": (lambda: service.experiments.refresh(run=run_off_event_loop), settings.experiments_refresh_seconds),
     }
     if settings.retrain_interval_seconds > 0:  # 0: a separate `python main.py train` writes the models
         jobs["retrain"] = (lambda: release_freed_memory(service.retrain(run_off_event_loop)),

@@ -16,7 +16,7 @@ def record_interaction() -> tuple[dict, int]:
     body = parse_body(InteractionBody)
     outcome = get_service().record_interaction(
         body.user_id, body.item_id, body.event_type, rating=body.rating,
-        timestamp=body.timestamp, event_id=body.event_id,
+        timestamp=body.timestamp, event_id=body.event_id, recommendation_id=body.recommendation_id, value=body.value,
     )
     stored = outcome.interaction
     return {
@@ -34,9 +34,10 @@ def record_interaction() -> tuple[dict, int]:
 def record_event() -> tuple[dict, int]:
     """The system README's real-time path: record the event and answer with fresh recommendations."""
     body = parse_body(EventBody)
-    outcome = get_service().record_interaction(
+    service = get_service()
+    outcome = service.record_interaction(
         body.user_id, body.product_id, body.event_type, timestamp=body.timestamp, event_id=body.event_id,
-        recommend=True,
+        recommend=True, recommendation_id=body.recommendation_id, value=body.value,
     )
     stored = outcome.interaction
     return {
@@ -45,5 +46,6 @@ def record_event() -> tuple[dict, int]:
         "product_id": stored.item_id,
         "event_type": stored.event_type.value,
         "recommendations": recommendations_json(outcome.recommendations),
+        **service.served(stored.user_id, outcome.recommendations, "event", "realtime", None, outcome.assignment),
         "response_time_ms": response_time_ms(),
     }, 201

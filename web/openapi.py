@@ -27,7 +27,9 @@ from config.settings import PROJECT_ROOT, Settings
 from recommenders import registry
 from web import auth, rate_limits
 from web import responses as answers
+from web import experiment_responses as experiment_answers
 from web.context import SETTINGS_KEY
+from web.experiment_schemas import ExperimentBody, ExperimentPath
 from web.schemas import (
     EventBody,
     InteractionBody,
@@ -84,6 +86,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/event"): Operation(
         "Record a behavioural event and get fresh recommendations",
         {201: answers.EventRecorded}, body=EventBody, not_found="unknown product"),
+    ("POST", "/experiments"): Operation(
+        "Start an A/B experiment or a bandit over recommenders (one runs at a time)",
+        {201: experiment_answers.ExperimentSummary, 409: answers.ErrorBody}, body=ExperimentBody),
+    ("GET", "/experiments"): Operation("Every experiment, newest first", {200: experiment_answers.ExperimentList}),
+    ("GET", "/experiments/<experiment_id>"): Operation(
+        "An experiment's result per variant: counts, rates with 95% intervals, lift and p-value over the control",
+        {200: experiment_answers.ExperimentResult}, ExperimentPath, not_found="unknown experiment"),
+    ("POST", "/experiments/<experiment_id>/stop"): Operation(
+        "Stop an experiment: its users get the usual recommendations again",
+        {200: experiment_answers.ExperimentSummary}, ExperimentPath, not_found="unknown experiment"),
     ("GET", "/items"): Operation("Browse the catalog, or one category of it", {200: answers.ItemPage}, ItemsQuery,
                                  not_found="unknown category"),
     ("GET", "/items/<item_id>"): Operation("One item", {200: answers.Item}, ItemPath, not_found="unknown item"),

@@ -4,7 +4,7 @@ Each embeds its ranked list through `ranked_json`: from the cache, that list is 
 """
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, request
 
 from web.context import get_service, parse_query, ranked_json
 from web.request_timing import response_time_ms
@@ -17,29 +17,38 @@ bp = Blueprint("recommendations", __name__)
 def for_user(user_id: str) -> dict:
     """Unknown users are a cold start the service answers with popular items, never an error."""
     query = parse_query(UserRecommendationsQuery, user_id=user_id)
-    result = get_service().recommendations(query.user_id, query.count)
+    service = get_service()
+    arm = service.experiments.assign(query.user_id)
+    result = service.recommendations(query.user_id, query.count, **({} if arm is None else arm.variant.options))
     return {
         "recommendations": ranked_json(result),
         "user_id": query.user_id,
         "source": result.source,
+        **service.served(query.user_id, result.recommendations, "recommendations", "hybrid", None, arm),
         "response_time_ms": response_time_ms(),
     }
 
 
 @bp.get("/recommend")
 def by_case() -> dict:
+    """A request that names its case (or method) is outside any experiment: the client chose the
+    recommender. Otherwise a user in the running experiment gets their variant's."""
     query = parse_query(RecommendQuery)
-    result = get_service().recommendations(
-        query.user_id, query.count, case=query.case, method=query.method,
-        product_id=query.product_id, category=query.category,
-    )
+    service = get_service()
+    chosen = "case" in request.args or "method" in request.args or query.user_id is None
+    arm = None if chosen else service.experiments.assign(query.user_id)
+    options = {"case": query.case, "method": query.method} if arm is None else arm.variant.options
+    result = service.recommendations(query.user_id, query.count, product_id=query.product_id,
+                                     category=query.category, **options)
+    case, method = options["case"], options["method"]
     return {
         "user_id": query.user_id,
-        "case": query.case,
-        "method": query.method,
+        "case": case,
+        "method": method,
         "product_id": query.product_id,
         "recommendations": ranked_json(result),
         "source": result.source,
+        **service.served(query.user_id, result.recommendations, "recommend", case, method, arm),
         "response_time_ms": response_time_ms(),
     }
 
@@ -47,7 +56,8 @@ def by_case() -> dict:
 @bp.get("/realtime-recommend")
 def realtime() -> dict:
     query = parse_query(RealtimeQuery)
-    result = get_service().realtime_recommendations(
+    service = get_service()
+    result = service.realtime_recommendations(
         query.user_id, query.count, product_id=query.product_id, event_type=query.event_type,
     )
     return {
@@ -56,6 +66,7 @@ def realtime() -> dict:
         "event_type": query.event_type.value,
         "recommendations": ranked_json(result),
         "source": result.source,
+        **service.served(query.user_id, result.recommendations, "realtime", "realtime", None),
         "response_time_ms": response_time_ms(),
     }
 

@@ -16,6 +16,8 @@ from recommenders.records import EventType
 from web.schemas import BehaviourEvent, Case, HybridMethod
 
 Source = Literal["cache", "computed"]
+RECOMMENDATION_ID = ("the id of this served list: send it with the events it leads to (POST /event, "
+                     "POST /interactions) so they are attributed to it")
 _FULL_STATS = "when the server has no API_KEY, or the request carries it"
 ResponseTime = Annotated[str, Field(pattern=r"^\d+\.\d{2}$", description='milliseconds, two decimals ("1.23")')]
 
@@ -56,14 +58,22 @@ class Recommendation(OpenAnswer):
     predicted_rating: float = _absent_unless("for collaborative recommendations of a known user")
 
 
-class UserRecommendations(Answer):
+class Served(Answer):
+    """The fields naming a served list (logged as an impression), and the user's experiment variant."""
+
+    recommendation_id: str = Field(description=RECOMMENDATION_ID)
+    experiment_id: str = _absent_unless("when the user is in the running experiment")
+    variant: str = _absent_unless("when the user is in the running experiment: the variant that served the list")
+
+
+class UserRecommendations(Served):
     recommendations: list[Recommendation]
     user_id: str
     source: Source
     response_time_ms: ResponseTime
 
 
-class CaseRecommendations(Answer):
+class CaseRecommendations(Served):
     user_id: str | None
     case: Case
     method: HybridMethod | None
@@ -73,7 +83,7 @@ class CaseRecommendations(Answer):
     response_time_ms: ResponseTime
 
 
-class RealtimeRecommendations(Answer):
+class RealtimeRecommendations(Served):
     user_id: str
     product_id: str | None
     event_type: BehaviourEvent
@@ -109,7 +119,7 @@ class InteractionRecorded(Answer):
     response_time_ms: ResponseTime
 
 
-class EventRecorded(Answer):
+class EventRecorded(Served):
     status: Literal["recorded"]
     user_id: str
     product_id: str
@@ -224,3 +234,5 @@ class Stats(OpenAnswer):
     store: dict[str, Any] = _absent_unless(_FULL_STATS)
     realtime: dict[str, Any] = _absent_unless(_FULL_STATS)
     jobs: dict[str, Any] = _absent_unless(_FULL_STATS)
+    experiments: dict[str, Any] = _absent_unless(f"{_FULL_STATS}: the running experiment and this process's "
+                                                 "impression log (pending, written, dropped)")

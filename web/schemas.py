@@ -81,6 +81,18 @@ NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: refuse it here rather
 Category = Annotated[str, Field(strict=True, min_length=1, max_length=64, pattern=NO_NUL)]
 Text = Annotated[str, Field(strict=True, max_length=2000, pattern=NO_NUL)]
 BehaviourEvent = Annotated[Literal["view", "add_to_cart", "purchase"], AfterValidator(EventType)]
+# The id of a served list (an answer's recommendation_id): an unknown one is stored as is, not refused.
+RecommendationId = Annotated[str, Field(strict=True, min_length=1, max_length=64, pattern=ID_PATTERN)]
+Revenue = Annotated[float, Field(strict=True, ge=0, le=1e12, allow_inf_nan=False)]
+VALUED_EVENTS = (EventType.ADD_TO_CART, EventType.PURCHASE)
+
+
+def _value_only_when_valued(value: float | None, info: ValidationInfo) -> float | None:
+    """Revenue belongs to an add_to_cart or a purchase; on a view or a rating it is a client bug."""
+    event_type = info.data.get("event_type")  # absent when itself invalid (reported already)
+    if value is not None and event_type is not None and event_type not in VALUED_EVENTS:
+        raise ValueError('value is only allowed when event_type is "add_to_cart" or "purchase"')
+    return value
 
 
 def _known_case(case: str) -> str:
@@ -93,6 +105,13 @@ def _known_case(case: str) -> str:
 Case = Annotated[str, Field(strict=True), AfterValidator(_known_case),
                  WithJsonSchema({"type": "string", "enum": list(registry.cases())})]
 HybridMethod = Literal["weighted", "adaptive", "switching"]  # recommenders/hybrid.py METHODS; weighted is the default
+
+
+def method_only_with_hybrid(method: str | None, info: ValidationInfo) -> str | None:
+    """A method chooses how the hybrid blends; with another case it would be silently ignored."""
+    if method is not None and info.data.get("case", "hybrid") != "hybrid":
+        raise ValueError("method applies only to case=hybrid")
+    return method
 
 
 class QueryModel(BaseModel):
@@ -124,12 +143,7 @@ class RecommendQuery(CountQuery):
     method: HybridMethod | None = None
     user_id: Id | None = Field(default=None, validate_default=True)
 
-    @field_validator("method")
-    @classmethod
-    def _method_only_with_hybrid(cls, method: str | None, info: ValidationInfo) -> str | None:
-        if method is not None and info.data.get("case", "hybrid") != "hybrid":
-            raise ValueError("method applies only to case=hybrid")
-        return method
+    _method_only_with_hybrid = field_validator("method")(method_only_with_hybrid)
 
     @field_validator("user_id")
     @classmethod
@@ -179,6 +193,10 @@ class InteractionBody(BodyModel):
     timestamp: Timestamp | None = None
     event_id: Id | None = None
     rating: Rating | None = Field(default=None, validate_default=True)
+    recommendation_id: RecommendationId | None = None
+    value: Revenue | None = None
+
+    _value_only_when_valued = field_validator("value")(_value_only_when_valued)
 
     @field_validator("rating")
     @classmethod
@@ -199,6 +217,10 @@ class EventBody(BodyModel):
     event_type: BehaviourEvent
     timestamp: Timestamp | None = None
     event_id: Id | None = None
+    recommendation_id: RecommendationId | None = None
+    value: Revenue | None = None
+
+    _value_only_when_valued = field_validator("value")(_value_only_when_valued)
 
 
 class ItemBody(BodyModel):

@@ -201,9 +201,13 @@ def on_register_user(*args: object) -> dict | None:
             return None
     join_room(user_room(message.user_id))
     current_subscriptions().add(request.sid, message.user_id)
-    result = get_service().realtime_recommendations(message.user_id, get_settings().default_count)
+    service, count = get_service(), get_settings().default_count
+    arm = service.experiments.assign(message.user_id)  # in an experiment, the pushes serve the user's variant
+    result = (service.realtime_recommendations(message.user_id, count) if arm is None
+              else service.recommendations(message.user_id, count, **arm.variant.options))
     payload = {"user_id": message.user_id, "recommendations": recommendations_json(result.recommendations),
-               "generated_at": time.time()}
+               "generated_at": time.time(),
+               **service.served(message.user_id, result.recommendations, "push", "realtime", None, arm)}
     emit("registered", payload)
     return payload
 
