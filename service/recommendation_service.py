@@ -9,20 +9,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
 from cachetools import TTLCache
 
 from config import Settings
 from preprocess.demo_catalog import demo_interactions, demo_items, demo_user_ids
+from recommenders.business_rules import DEFAULT_FILTER, ItemFilter
 from recommenders.artifacts import (Artifact, UnreadableArtifactError, list_artifacts, load_engine, newest_artifact,
                                     write_artifact)
 from recommenders.engine import Engine, UnknownKeyError, anonymous_case
 from recommenders.registry import single_cases
 from recommenders.hybrid import HybridPolicy
 from recommenders.interaction_data import EventColumns, EventWeighting
-from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, Recommendation
+from recommenders.records import (EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, Recommendation,
+                                  RuleRecord)
 from service.errors import ConflictError, InvalidRequestError, NotFoundError
 from service.group_commit import GroupCommitter
 from storage import Store, UnknownItemError
@@ -63,7 +66,6 @@ class Applied:
 
     entries: int = 0
     users: dict[str, InteractionRecord | None] = field(default_factory=dict)  # user -> their latest event here
-    items: set[str] = field(default_factory=set)
 
     @classmethod
     def of(cls, entries: list[LogEntry]) -> "Applied":
@@ -78,8 +80,7 @@ class Applied:
             self.users[entry.event.user_id] = entry.event
         elif entry.kind == LogKind.FORGET_USER:
             self.users[entry.user_id] = None
-        else:
-            self.items.add(entry.item.item_id)
+        # An item edit or a rule moves the engine's lists_generation, which keys every cached list.
 
 
 class RecommendationService:
@@ -151,8 +152,6 @@ class RecommendationService:
     def _after(self, applied: Applied) -> None:
         """Drop the answers the entries changed now; push fresh lists to this process's subscribers
         after the writers have their answers."""
-        for item_id in applied.items:
-            self.cache.invalidate("similar", item_id)
         listened = []
         for user_id, event in applied.users.items():
             self.cache.invalidate_user(user_id)
@@ -170,7 +169,7 @@ class RecommendationService:
 
     def _list_after(self, event: InteractionRecord) -> list[Recommendation]:
         """The real-time list after a stored event, computed once for the answer and the push."""
-        key = (event.user_id, event.seq)
+        key = (event.user_id, event.seq, self.engine.lists_generation())
         fresh = self._lists_after_event.get(key)
         if fresh is None:
             fresh = self._lists_after_event[key] = self.engine.realtime_recommend(
@@ -223,29 +222,40 @@ class RecommendationService:
             return {"version": self.model_version, "swapped": False, "unreadable": artifact.version}
 
     # -- reads ------------------------------------------------------------------------------
+    # Filters are part of the cache key (with the engine's lists_generation), not applied on top of a
+    # cached list: that list holds max_count items, so a filter dropping any of them would leave the
+    # answer short, and caching every item's rank instead would make each entry catalog-sized.
     def recommendations(self, user_id: str | None, count: int, case: str = "hybrid", method: str | None = None,
-                        product_id: str | None = None, category: str | None = None) -> RecommendationResult:
+                        product_id: str | None = None, category: str | None = None,
+                        filters: ItemFilter = DEFAULT_FILTER) -> RecommendationResult:
         if user_id is None and not anonymous_case(case, product_id):
             raise InvalidRequestError(f"user_id is required for case '{case}'"
                                       + (" (or give product_id)" if case in single_cases() else ""))
-        variant = ("recommend", case, method, product_id, category)
+        variant = ("recommend", case, method, product_id, category, *self._list_key(filters))
         if user_id is None:
             return self._cached("popular", variant, count,
-                                lambda k: self.engine.recommend(None, k, case, method, product_id, category))
-        return self._cached_for_user(user_id, variant, count,
-                                     lambda k: self.engine.recommend(user_id, k, case, method, product_id, category))
+                                lambda k: self.engine.recommend(None, k, case, method, product_id, category, filters))
+        return self._cached_for_user(user_id, variant, count, lambda k: self.engine.recommend(
+            user_id, k, case, method, product_id, category, filters))
 
     def realtime_recommendations(self, user_id: str, count: int, product_id: str | None = None,
-                                 event_type: EventType = EventType.VIEW) -> RecommendationResult:
-        return self._cached_for_user(user_id, ("realtime", product_id, event_type.value), count,
-                                     lambda k: self.engine.realtime_recommend(user_id, k, product_id, event_type))
+                                 event_type: EventType = EventType.VIEW,
+                                 filters: ItemFilter = DEFAULT_FILTER) -> RecommendationResult:
+        variant = ("realtime", product_id, event_type.value, *self._list_key(filters))
+        return self._cached_for_user(user_id, variant, count, lambda k: self.engine.realtime_recommend(
+            user_id, k, product_id, event_type, filters))
 
-    def similar_items(self, item_id: str, count: int) -> RecommendationResult:
-        return self._cached("similar", item_id, count, lambda k: self.engine.similar_items(item_id, k))
+    def similar_items(self, item_id: str, count: int, filters: ItemFilter = DEFAULT_FILTER) -> RecommendationResult:
+        return self._cached("similar", (item_id, *self._list_key(filters)), count,
+                            lambda k: self.engine.similar_items(item_id, k, filters))
 
-    def popular(self, count: int, category: str | None = None, trending: bool = False) -> RecommendationResult:
-        return self._cached("popular", ("trending" if trending else "popular", category), count,
-                            lambda k: self.engine.popular_items(k, category, trending))
+    def popular(self, count: int, category: str | None = None, trending: bool = False,
+                filters: ItemFilter = DEFAULT_FILTER) -> RecommendationResult:
+        return self._cached("popular", ("trending" if trending else "popular", category, *self._list_key(filters)),
+                            count, lambda k: self.engine.popular_items(k, category, trending, filters))
+
+    def _list_key(self, filters: ItemFilter) -> tuple:
+        return filters.key(), self.engine.lists_generation()
 
     # -- writes -----------------------------------------------------------------------------
     def record_interaction(self, user_id: str, item_id: str, event_type: EventType, rating: float | None = None,
@@ -303,6 +313,30 @@ class RecommendationService:
         created = self.store.upsert_item(item)
         self._apply_committed()
         return created
+
+    def patch_item(self, item_id: str, changes: dict[str, Any]) -> ItemRecord:
+        """Change only the named fields (POST /items replaces the whole item); one log entry, like an upsert."""
+        item = self.store.patch_item(item_id, changes)
+        if item is None:
+            raise NotFoundError("item", item_id)
+        self._apply_committed()
+        return item
+
+    # -- standing rules: each change is a log entry, so every process applies it -----------
+    def add_rule(self, rule: RuleRecord) -> RuleRecord:
+        """Store the rule under a new id; from the next read on (here, and in every process once it
+        has applied the entry) no list breaks it."""
+        stored = self.store.add_rule(replace(rule, rule_id=uuid.uuid4().hex))
+        self._apply_committed()
+        return stored
+
+    def rules(self) -> list[RuleRecord]:
+        return self.store.rules()
+
+    def delete_rule(self, rule_id: str) -> None:
+        if not self.store.delete_rule(rule_id):
+            raise NotFoundError("rule", rule_id)
+        self._apply_committed()
 
     def categories(self) -> list[tuple[str, int]]:
         return self.store.categories()
@@ -436,6 +470,7 @@ def _newest_readable(store: Store, settings: Settings) -> tuple[Engine | None, A
 def loaded_engine(store: Store, settings: Settings, artifact: Artifact) -> Engine:
     """The artifact's engine with every later log entry applied: the state any process reaches."""
     engine = load_engine(artifact, HybridPolicy(**settings.hybrid.model_dump()), settings.collaborative_weights)
+    engine.rules.replace(store.rules())  # rules are not in the artifact; the replayed log keeps them current
     apply_log(store, engine)
     return engine
 

@@ -1,6 +1,7 @@
 """Read-only recommendation routes: the engine README's and the system README's.
 
 Each embeds its ranked list through `ranked_json`: from the cache, that list is JSON rendered before.
+Each takes the list filters of web/schemas.ListQuery; the standing rules (web/rules.py) apply to all.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ bp = Blueprint("recommendations", __name__)
 def for_user(user_id: str) -> dict:
     """Unknown users are a cold start the service answers with popular items, never an error."""
     query = parse_query(UserRecommendationsQuery, user_id=user_id)
-    result = get_service().recommendations(query.user_id, query.count)
+    result = get_service().recommendations(query.user_id, query.count, filters=query.item_filter())
     return {
         "recommendations": ranked_json(result),
         "user_id": query.user_id,
@@ -31,7 +32,7 @@ def by_case() -> dict:
     query = parse_query(RecommendQuery)
     result = get_service().recommendations(
         query.user_id, query.count, case=query.case, method=query.method,
-        product_id=query.product_id, category=query.category,
+        product_id=query.product_id, category=query.category, filters=query.item_filter(),
     )
     return {
         "user_id": query.user_id,
@@ -49,6 +50,7 @@ def realtime() -> dict:
     query = parse_query(RealtimeQuery)
     result = get_service().realtime_recommendations(
         query.user_id, query.count, product_id=query.product_id, event_type=query.event_type,
+        filters=query.item_filter(),
     )
     return {
         "user_id": query.user_id,
@@ -63,7 +65,7 @@ def realtime() -> dict:
 @bp.get("/similar/<item_id>")
 def similar(item_id: str) -> dict:
     query = parse_query(SimilarQuery, item_id=item_id)
-    result = get_service().similar_items(query.item_id, query.count)
+    result = get_service().similar_items(query.item_id, query.count, query.item_filter())
     return {
         "item_id": query.item_id,
         "similar": ranked_json(result),
@@ -75,7 +77,8 @@ def similar(item_id: str) -> dict:
 @bp.get("/popular")
 def popular() -> dict:
     query = parse_query(PopularQuery)
-    result = get_service().popular(query.count, category=query.category, trending=query.trending)
+    result = get_service().popular(query.count, category=query.category, trending=query.trending,
+                                   filters=query.item_filter())
     return {
         "items": ranked_json(result),
         "category": query.category,
