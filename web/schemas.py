@@ -248,9 +248,19 @@ Tags = Annotated[list[Annotated[str, Field(strict=True, min_length=1, max_length
                  Field(max_length=50)]
 ItemPrice = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 SAFE_INTEGER = 2**53  # integers JSON readers everywhere (JavaScript included) hold exactly
+
+
+def _not_an_integer(value: Any) -> Any:
+    """A larger integer must not come back as a rounded float: refuse it instead."""
+    if isinstance(value, int):
+        raise ValueError(f"integers must be within +-{SAFE_INTEGER}")
+    return value
+
+
 AttributeValue = (Annotated[str, Field(strict=True, max_length=200, pattern=NO_NUL)] | Annotated[bool, Field(strict=True)]
                   | Annotated[int, Field(strict=True, ge=-SAFE_INTEGER, le=SAFE_INTEGER)]
-                  | Annotated[float, Field(strict=True, allow_inf_nan=False)] | None)
+                  | Annotated[float, Field(strict=True, allow_inf_nan=False), BeforeValidator(_not_an_integer)]
+                  | None)
 # The shop's own fields (colour, size, season...): flat, so each stays one value a rule could name.
 Attributes = Annotated[dict[Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)], AttributeValue],
                        Field(max_length=50)]
