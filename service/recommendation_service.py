@@ -223,8 +223,11 @@ class RecommendationService:
 
     # -- reads ------------------------------------------------------------------------------
     # Filters are part of the cache key (with the engine's lists_generation), not applied on top of a
-    # cached list: that list holds max_count items, so a filter dropping any of them would leave the
-    # answer short, and caching every item's rank instead would make each entry catalog-sized.
+    # cached list. A cached list holds max_count items, so filtering it would leave answers short; on top
+    # of a cached full ranking instead, every entry is catalog-sized (31 KB of JSON against 10 KB on the
+    # 308-item demo catalog) and each hit filters and renders again (15 us to render 100 items), while a
+    # keyed hit sends JSON rendered once (3.4 us in the service); a filtered miss costs what an unfiltered
+    # one does (1.9 against 2.1 ms for the hybrid at k=100), so keying only adds entries.
     def recommendations(self, user_id: str | None, count: int, case: str = "hybrid", method: str | None = None,
                         product_id: str | None = None, category: str | None = None,
                         filters: ItemFilter = DEFAULT_FILTER) -> RecommendationResult:
