@@ -18,7 +18,7 @@ bp = Blueprint("recommendations", __name__)
 def for_user(user_id: str) -> dict:
     """Unknown users are a cold start the service answers with popular items, never an error."""
     query = parse_query(UserRecommendationsQuery, user_id=user_id)
-    result = get_service().recommendations(query.user_id, query.count, filters=query.item_filter())
+    result = get_service().recommendations(query.user_id, query.count, filters=query.item_filter)
     return {
         "recommendations": ranked_json(result),
         "user_id": query.user_id,
@@ -32,7 +32,7 @@ def by_case() -> dict:
     query = parse_query(RecommendQuery)
     result = get_service().recommendations(
         query.user_id, query.count, case=query.case, method=query.method,
-        product_id=query.product_id, category=query.category, filters=query.item_filter(),
+        product_id=query.product_id, category=query.category, filters=query.item_filter,
     )
     return {
         "user_id": query.user_id,
@@ -50,7 +50,7 @@ def realtime() -> dict:
     query = parse_query(RealtimeQuery)
     result = get_service().realtime_recommendations(
         query.user_id, query.count, product_id=query.product_id, event_type=query.event_type,
-        filters=query.item_filter(),
+        filters=query.item_filter,
     )
     return {
         "user_id": query.user_id,
@@ -65,7 +65,7 @@ def realtime() -> dict:
 @bp.get("/similar/<item_id>")
 def similar(item_id: str) -> dict:
     query = parse_query(SimilarQuery, item_id=item_id)
-    result = get_service().similar_items(query.item_id, query.count, query.item_filter())
+    result = get_service().similar_items(query.item_id, query.count, query.item_filter)
     return {
         "item_id": query.item_id,
         "similar": ranked_json(result),
@@ -78,7 +78,7 @@ def similar(item_id: str) -> dict:
 def popular() -> dict:
     query = parse_query(PopularQuery)
     result = get_service().popular(query.count, category=query.category, trending=query.trending,
-                                   filters=query.item_filter())
+                                   filters=query.item_filter)
     return {
         "items": ranked_json(result),
         "category": query.category,

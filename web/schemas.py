@@ -8,6 +8,7 @@ as validation context: `Model.model_validate(data, context={"settings": settings
 from __future__ import annotations
 
 import time
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -146,7 +147,9 @@ class ListQuery(CountQuery):
             raise ValueError("min_price must not be above max_price")
         return self
 
+    @cached_property
     def item_filter(self) -> ItemFilter:
+        """Built once per model: parse_query keeps validated models, so a repeated query reuses it."""
         return ItemFilter(self.categories, self.exclude_categories or (), self.min_price, self.max_price,
                           self.available_only)
 
