@@ -9,6 +9,7 @@ operations over the catalog, never a Python loop over its items.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,12 +86,13 @@ class RuleBook:
     def __init__(self, rules: list[RuleRecord] = ()) -> None:
         self._rules: dict[str, RuleRecord] = {}
         self._version = 0
+        self._boost_ends: tuple[float, ...] = ()
         self._built: tuple[tuple, tuple[np.ndarray | None, np.ndarray | None]] | None = None
         self.replace(rules)
 
     def replace(self, rules: list[RuleRecord]) -> None:
         self._rules = {rule.rule_id: rule for rule in rules if not rule.deleted}
-        self._version += 1
+        self._changed()
 
     def apply(self, rule: RuleRecord) -> None:
         """A rule as its log entry carries it: set, or gone once deleted."""
@@ -98,7 +100,13 @@ class RuleBook:
             self._rules.pop(rule.rule_id, None)
         else:
             self._rules[rule.rule_id] = rule
+        self._changed()
+
+    def _changed(self) -> None:
         self._version += 1
+        # Replaced whole, so `expired_boosts` reads it without the engine's lock (every cached read asks).
+        self._boost_ends = tuple(sorted(rule.until for rule in self._rules.values()
+                                        if rule.kind is RuleKind.BOOST and rule.until is not None))
 
     def rules(self) -> list[RuleRecord]:
         return list(self._rules.values())
@@ -106,8 +114,7 @@ class RuleBook:
     def expired_boosts(self, now: float) -> int:
         """How many boosts have ended by `now`: it only grows, and every process counts the same, so it
         is part of the cache key and a list cached while a boost applied is not served after it ends."""
-        return sum(1 for rule in self._rules.values()
-                   if rule.kind is RuleKind.BOOST and rule.until is not None and rule.until <= now)
+        return bisect.bisect_right(self._boost_ends, now)
 
     def shape(self, data: InteractionData, allowed: np.ndarray | None, now: float) -> ListShape:
         """The list shape of these rules over `allowed` (the request's filters)."""

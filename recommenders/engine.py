@@ -187,9 +187,9 @@ class Engine:
     # -- reads ------------------------------------------------------------------------------
     def lists_generation(self, now: float | None = None) -> tuple[int, int]:
         """What the lists depend on beyond the user's events: the last rule or item edit applied, and how
-        many boosts have ended. Equal in every process at the same log position, so it can key a shared cache."""
-        with self._lock:
-            return self.lists_seq, self.rules.expired_boosts(time.time() if now is None else now)
+        many boosts have ended. Equal in every process at the same log position, so it can key a shared cache.
+        Read without the lock, which applying a log entry holds: a cached read must not wait for it."""
+        return self.lists_seq, self.rules.expired_boosts(time.time() if now is None else now)
 
     def recommend(self, user_id: str | None, k: int, case: str = "hybrid", method: str | None = None,
                   product_id: str | None = None, category: str | None = None,
