@@ -292,3 +292,32 @@ def test_a_push_keeps_the_rules(server):
         assert pushed and not set(pushed) & set(banned)
     finally:
         subscriber.close()
+
+
+# -- a store made before items had these fields ---------------------------------------------------
+
+def test_a_store_made_before_rules_and_item_availability_is_upgraded_at_start(database_url):
+    """Drop what this change added, as an older version's store lacks it; opening the store adds it back."""
+    import sqlalchemy as sa
+
+    from storage import Store
+
+    store = Store(database_url)
+    store.upsert_items([ItemRecord("kettle", "Kettle", "kitchen")])
+    store.close()
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE items DROP COLUMN available")
+        conn.exec_driver_sql("ALTER TABLE items DROP COLUMN attributes")
+        conn.exec_driver_sql("DROP TABLE rules")
+    engine.dispose()
+
+    store = Store(database_url)
+    try:
+        assert store.get_item("kettle") == ItemRecord("kettle", "Kettle", "kitchen")  # available, no attributes
+        assert store.patch_item("kettle", {"available": False}).available is False
+        rule = store.add_rule(RuleRecord("r1", RuleKind.CAP, field="brand", limit=2))
+        assert store.rules() == [rule]
+        assert [entry.kind for entry in store.read_log(0)] == [LogKind.ITEM, LogKind.ITEM, LogKind.RULE]
+    finally:
+        store.close()

@@ -8,8 +8,8 @@ as validation context: `Model.model_validate(data, context={"settings": settings
 from __future__ import annotations
 
 import time
-from functools import cached_property
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
