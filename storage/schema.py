@@ -12,13 +12,13 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
-    true,
-    false,
     Integer,
     String,
     Text,
     column,
+    false,
     or_,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
