@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -83,14 +84,14 @@ class ListShape:
 class RuleBook:
     """The standing rules in force, kept up to date by the log's RULE entries (Engine.apply)."""
 
-    def __init__(self, rules: list[RuleRecord] = ()) -> None:
+    def __init__(self, rules: Sequence[RuleRecord] = ()) -> None:
         self._rules: dict[str, RuleRecord] = {}
         self._version = 0
         self._boost_ends: tuple[float, ...] = ()
         self._built: tuple[tuple, tuple[np.ndarray | None, np.ndarray | None]] | None = None
         self.replace(rules)
 
-    def replace(self, rules: list[RuleRecord]) -> None:
+    def replace(self, rules: Sequence[RuleRecord]) -> None:
         self._rules = {rule.rule_id: rule for rule in rules if not rule.deleted}
         self._changed()
 
