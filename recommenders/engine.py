@@ -15,8 +15,10 @@ import numpy as np
 
 from recommenders import registry
 from recommenders.base import Recommender, candidate_mask, normalise
+from recommenders.business_rules import DEFAULT_FILTER, ItemFilter, ListShape, RuleBook, within_caps
 from recommenders.collaborative import CollaborativeBlend
 from recommenders.explanations import Explainer
+from recommenders.exploration import explore
 from recommenders.hybrid import BlendTuning, HybridPolicy, HybridRecommender, rank_contributions
 from recommenders.interaction_data import EventColumns, EventWeighting, InteractionData
 from recommenders.realtime import RealtimeRecommender
@@ -59,6 +61,10 @@ class Engine:
         self.component_seconds: dict[str, float] = {}
         self.fitted_through_seq = data.last_seq  # log entries up to here are in the fit
         self.position = data.last_seq  # ... and up to here are applied (fit, then every later entry in order)
+        self.rules = RuleBook()  # the standing rules, set from the store on load and kept by the log's RULE entries
+        # The seq of the last entry that changed what lists may hold (a rule, an edit of a known item):
+        # part of every cached answer's key (`lists_generation`), so such an entry retires them all.
+        self.lists_seq = 0
 
     @classmethod
     def build(cls, items: Sequence[ItemRecord], user_ids: Iterable[str],
@@ -106,7 +112,12 @@ class Engine:
                 else:
                     self._fold_in(touched)
                     if entry.kind == LogKind.ITEM:
+                        if entry.item.item_id in self.data.items:
+                            self.lists_seq = entry.seq
                         self._add_items([entry.item])
+                    elif entry.kind == LogKind.RULE:
+                        self.rules.apply(entry.rule)
+                        self.lists_seq = entry.seq
                     elif entry.kind == LogKind.FORGET_USER:
                         self._forget_user(entry.user_id)
                 self.position = entry.seq
@@ -176,13 +187,20 @@ class Engine:
             component.partial_fit_items(self.data, indices)
 
     # -- reads ------------------------------------------------------------------------------
+    def lists_generation(self, now: float | None = None) -> tuple[int, int]:
+        """What the lists depend on beyond the user's events: the last rule or item edit applied, and how
+        many boosts have ended. Equal in every process at the same log position, so it can key a shared cache.
+        Read without the lock, which applying a log entry holds: a cached read must not wait for it."""
+        return self.lists_seq, self.rules.expired_boosts(time.time() if now is None else now)
+
     def recommend(self, user_id: str | None, k: int, case: str = "hybrid", method: str | None = None,
                   product_id: str | None = None, category: str | None = None,
-                  tuning: BlendTuning | None = None) -> list[Recommendation]:
+                  tuning: BlendTuning | None = None, filters: ItemFilter = DEFAULT_FILTER) -> list[Recommendation]:
         """Top-k for one user by one of the `cases()`; users with no history get popular items.
 
         A single component's case with `product_id` ranks the items that component finds like it.
-        `tuning` gives the hybrid and collaborative blends other weights for this request.
+        `tuning` gives the hybrid and collaborative blends other weights for this request. Every list
+        holds only what `filters` and the standing rules allow (see business_rules).
         """
         single = registry.single_cases()
         if case not in ("hybrid", "collaborative") and case not in single:
@@ -190,23 +208,23 @@ class Engine:
         with self._lock:
             user = None if user_id is None else self.data.users.get(user_id)
             product = None if product_id is None else self._item_index(product_id)
-            allowed = self._category_mask(category)
+            shape = self._shape(filters, category)
             popular = self.components["popular"]
             if case in single and case != "popular" and product is not None:
                 name = single[case]
                 scores = self.components[name].similar_items(self.data, np.array([product]))[0]
-                return self._single(scores, name, user, k, allowed, context=product)
+                return self._single(scores, name, user, k, shape, context=product)
             if case == "popular" or user is None or len(self.data.seen_items(user)) == 0:
-                return self._single(self._item_scores(popular), "popular", user, k, allowed)
+                return self._single(self._item_scores(popular), "popular", user, k, shape)
             collaborative, hybrid = self._blends(tuning)
             if case == "hybrid":
-                return self._labelled(*hybrid.recommend_labelled(self.data, user, k, method, allowed), user=user)
+                return self._labelled(*hybrid.recommend_labelled(self.data, user, k, method, shape), user=user)
             users = np.array([user])
             if case == "collaborative":
-                result = self._single(collaborative.score(self.data, users)[0], "collaborative", user, k, allowed)
+                result = self._single(collaborative.score(self.data, users)[0], "collaborative", user, k, shape)
                 return self._with_predicted_ratings(result, user)
             name = single[case]
-            return self._single(self.components[name].score(self.data, users)[0], name, user, k, allowed)
+            return self._single(self.components[name].score(self.data, users)[0], name, user, k, shape)
 
     def _blends(self, tuning: BlendTuning | None) -> tuple[CollaborativeBlend, HybridRecommender]:
         """The collaborative blend and the hybrid as configured, or as `tuning` weighs them: new wrappers
@@ -226,31 +244,62 @@ class Engine:
         return collaborative, hybrid
 
     def realtime_recommend(self, user_id: str | None, k: int, product_id: str | None = None,
-                           event_type: EventType = EventType.VIEW) -> list[Recommendation]:
+                           event_type: EventType = EventType.VIEW,
+                           filters: ItemFilter = DEFAULT_FILTER) -> list[Recommendation]:
         """Next items given the user's latest events and the product on screen (if any)."""
         with self._lock:
             user = None if user_id is None else self.data.users.get(user_id)
             product = None if product_id is None else self._item_index(product_id)
-            return self._labelled(*self.realtime.recommend(self.data, user, k, product, event_type), user=user,
-                                  context=product, event_type=event_type)
+            ranked = self.realtime.recommend(self.data, user, k, product, event_type, self._shape(filters))
+            return self._labelled(*ranked, user=user, context=product, event_type=event_type)
 
-    def similar_items(self, item_id: str, k: int) -> list[Recommendation]:
+    def explore(self, user_id: str | None, ranked: list[Recommendation], weight: float, candidates: Sequence[str],
+                category: str | None = None, filters: ItemFilter = DEFAULT_FILTER) -> list[Recommendation]:
+        """`ranked` (this engine's list for the user) with a `weight` share of its slots given to
+        `candidates`, the least shown items first (see recommenders/exploration.py).
+
+        Exploration never shows what a ranked list could not: only candidates the filters and the
+        standing rules allow, that the user has not seen and the list does not hold, take a slot; and
+        the caps hold over the final list (an explored item over a cap gives its slot back, and the
+        ranked items it pushed out of the tail come back in order)."""
+        if weight <= 0.0 or not ranked or not candidates:
+            return ranked
+        with self._lock:
+            shape = self._shape(filters, category)
+            user = None if user_id is None else self.data.users.get(user_id)
+            allowed = candidate_mask(self.data, user, shape.allowed)
+            allowed[[self.data.items.get(r.item) for r in ranked]] = False
+            known = np.asarray([i for i in map(self.data.items.get, candidates) if i is not None], dtype=np.int64)
+            merged = explore(ranked, weight, self.data.items.ids_of(known[allowed[known]]))
+            if not shape.caps:
+                return merged
+            held = {r.item for r in merged}
+            pool = merged + [r for r in ranked if r.item not in held]  # the pushed-out tail, in rank order
+            kept = within_caps(np.array([self.data.items.get(r.item) for r in pool]), shape.caps, len(ranked))
+            by_item = {r.item: r for r in pool}
+            return [by_item[item] for item in self.data.items.ids_of(kept)]
+
+    def similar_items(self, item_id: str, k: int, filters: ItemFilter = DEFAULT_FILTER) -> list[Recommendation]:
         """Items like this one: co-bought/co-rated neighbours and text neighbours, blended."""
         with self._lock:
             item = self._item_index(item_id)
-            candidates = candidate_mask(self.data, None, None)
+            shape = self._shape(filters)
+            candidates = candidate_mask(self.data, None, shape.allowed)
             candidates[item] = False
             items = np.array([item])
             signals = {"collaborative": self.components["item_based"].similar_items(self.data, items)[0],
                        "content": self.components["content"].similar_items(self.data, items)[0]}
             contributions = {name: 0.5 * normalise(s, candidates) for name, s in signals.items()}
-            return self._labelled(*rank_contributions(self.data, None, k, contributions, candidates), context=item)
+            ranked = rank_contributions(self.data, None, k, contributions, candidates, shape)
+            return self._labelled(*ranked, context=item)
 
-    def popular_items(self, k: int, category: str | None = None, trending: bool = False) -> list[Recommendation]:
+    def popular_items(self, k: int, category: str | None = None, trending: bool = False,
+                      filters: ItemFilter = DEFAULT_FILTER) -> list[Recommendation]:
         """Most engaged-with items overall or in a category; `trending` favours recent activity."""
         with self._lock:
             name = "trending" if trending else "popular"
-            return self._single(self._item_scores(self.components[name]), name, None, k, self._category_mask(category))
+            return self._single(self._item_scores(self.components[name]), name, None, k,
+                                self._shape(filters, category))
 
     def rebase_trending(self, now: float | None = None) -> None:
         with self._lock:
@@ -291,18 +340,25 @@ class Engine:
         """Scores of a component that ranks items the same for everyone (popular, trending)."""
         return component.score(self.data, np.zeros(1, np.int64))[0]
 
-    def _category_mask(self, category: str | None) -> np.ndarray | None:
+    def _shape(self, filters: ItemFilter, category: str | None = None) -> ListShape:
+        """The request's filters and category (an unknown category is a 404 here, unlike in a filter),
+        and the standing rules, as one list shape."""
         try:
-            return self.data.category_mask(category)
+            category_mask = self.data.category_mask(category)
         except KeyError:
             raise UnknownKeyError("category", category) from None
+        allowed = filters.mask(self.data)
+        if category_mask is not None:
+            allowed = category_mask if allowed is None else allowed & category_mask
+        return self.rules.shape(self.data, allowed, time.time())
 
-    def _single(self, scores: np.ndarray, strategy: str, user: int | None, k: int, allowed: np.ndarray | None,
+    def _single(self, scores: np.ndarray, strategy: str, user: int | None, k: int, shape: ListShape,
                 context: int | None = None) -> list[Recommendation]:
-        candidates = candidate_mask(self.data, user, allowed)
+        candidates = candidate_mask(self.data, user, shape.allowed)
         if context is not None:
             candidates[context] = False
-        items, values, _ = rank_contributions(self.data, user, k, {strategy: normalise(scores, candidates)}, candidates)
+        items, values, _ = rank_contributions(self.data, user, k, {strategy: normalise(scores, candidates)},
+                                              candidates, shape)
         return self._labelled(items, values, [strategy] * len(items), user=user, context=context)
 
     def _labelled(self, items: np.ndarray, scores: np.ndarray, labels: list[str], user: int | None = None,

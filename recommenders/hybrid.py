@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recommenders.base import candidate_mask, normalise, normalise_rows, top_k, top_k_unseen
+from recommenders.business_rules import ListShape
 from recommenders.interaction_data import InteractionData
 from recommenders.registry import COLLABORATIVE
 
@@ -106,11 +107,11 @@ class HybridRecommender:
                 for name, weight in weights.items()}
 
     def recommend_labelled(self, data: InteractionData, user: int, k: int, method: str | None = None,
-                           allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                           shape: ListShape | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Top-k (items, scores, strategy per item): the strategy is the dominant component, or "hybrid"."""
-        candidates = candidate_mask(data, user, allowed)
+        candidates = candidate_mask(data, user, None if shape is None else shape.allowed)
         contributions = self.blend(data, user, self.weights(data, user, method), candidates)
-        return rank_contributions(data, user, k, contributions, candidates)
+        return rank_contributions(data, user, k, contributions, candidates, shape)
 
     def _tier(self, history: np.ndarray) -> np.ndarray:
         policy = self.policy
@@ -124,12 +125,19 @@ class HybridRecommender:
 
 
 def rank_contributions(data: InteractionData, user: int | None, k: int, contributions: dict[str, np.ndarray],
-                       candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Top-k of summed contributions among the candidates, each labelled with its dominant component."""
+                       candidates: np.ndarray, shape: ListShape | None = None,
+                       ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Top-k of summed contributions among the candidates, each labelled with its dominant component;
+    with a `shape`, scores are boosted (the answer shows the boosted score) and the caps hold."""
     scores = sum(contributions.values()) if contributions else np.zeros(data.n_items)
+    if shape is not None and shape.boost is not None:
+        scores = scores * shape.boost
     # among equal scores, the more popular first (any increasing rescale of popularity orders the same)
     tie_break = 1e-6 * data.memo("popularity_01", lambda: normalise(data.popularity))
-    items, _ = top_k(scores + tie_break, k, allowed=candidates)
+    if shape is not None and shape.caps:
+        items = shape.capped_top(scores + tie_break, k, candidates)
+    else:
+        items, _ = top_k(scores + tie_break, k, allowed=candidates)
     return items, scores[items], _labels(contributions, items)
 
 

@@ -5,6 +5,7 @@ Recommenders read it; they never query the database.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
@@ -172,8 +173,7 @@ class InteractionData:
         self.weighting = weighting
         self.items = IdMap(item.item_id for item in items)
         self.item_records: list[ItemRecord] = list(items)
-        self.categories = IdMap(sorted({item.category for item in items if item.category}))
-        self.item_category = np.array([self._category_index(item) for item in items], dtype=np.int64)
+        self._index_catalog()
         self.users = IdMap(user_ids)
 
         if not isinstance(interactions, EventColumns):
@@ -218,6 +218,8 @@ class InteractionData:
             "item_descriptions": [item.description for item in records],
             "item_tags": ["\x1f".join(item.tags) for item in records],
             "item_prices": np.array([np.nan if item.price is None else item.price for item in records], np.float64),
+            "item_available": self.item_available,
+            "item_attributes": [json.dumps(dict(item.attributes)) for item in records],
             "user_ids": self.users.ids_of(range(self.n_users)),
             "events": self.events.snapshot, "ratings": self.ratings.snapshot,
             "recent_columns": recent["columns"], "recent_indptr": recent["indptr"],
@@ -233,14 +235,18 @@ class InteractionData:
         """The state `state()` returned, without refitting anything."""
         data = cls.__new__(cls)
         data.weighting = weighting
+        n = len(state["item_ids"])  # artifacts written before items had availability and attributes lack them
+        available = state.get("item_available", np.ones(n, dtype=bool)).tolist()
+        attributes = state.get("item_attributes", ["{}"] * n)
         columns = zip(state["item_ids"], state["item_names"], state["item_categories"], state["item_brands"],
-                      state["item_descriptions"], state["item_tags"], state["item_prices"].tolist())
+                      state["item_descriptions"], state["item_tags"], state["item_prices"].tolist(), available,
+                      attributes)
         data.item_records = [ItemRecord(item_id, name, category, brand, description,
-                                        tuple(tags.split("\x1f")) if tags else (), None if np.isnan(price) else price)
-                             for item_id, name, category, brand, description, tags, price in columns]
+                                        tuple(tags.split("\x1f")) if tags else (), None if np.isnan(price) else price,
+                                        bool(usable), tuple(sorted(json.loads(attrs).items())))
+                             for item_id, name, category, brand, description, tags, price, usable, attrs in columns]
         data.items = IdMap(state["item_ids"])
-        data.categories = IdMap(sorted({item.category for item in data.item_records if item.category}))
-        data.item_category = np.array([data._category_index(item) for item in data.item_records], dtype=np.int64)
+        data._index_catalog()
         data.users = IdMap(state["user_ids"])
         shape = (data.n_users, data.n_items)
         data.events = IncrementalMatrix(resized(state["events"], shape), "add")
@@ -272,11 +278,16 @@ class InteractionData:
         index = self.items.get(item.item_id)
         if index is not None:
             self.item_records[index] = item
-            self.item_category[index] = self._category_index(item)
+            self.item_category[index], self.item_brand[index], self.item_price[index], self.item_available[index] = \
+                self._catalog_row(item)
             return index, False
         index = self.items.add(item.item_id)
         self.item_records.append(item)
-        self.item_category = np.append(self.item_category, self._category_index(item))
+        category, brand, price, available = self._catalog_row(item)
+        self.item_category = np.append(self.item_category, category)
+        self.item_brand = np.append(self.item_brand, brand)
+        self.item_price = np.append(self.item_price, price)
+        self.item_available = np.append(self.item_available, available)
         self.popularity = np.append(self.popularity, 0.0)
         self.item_users = np.append(self.item_users, 0.0)
         self.cooccurrence.resize(len(self.items), len(self.items))
@@ -456,8 +467,24 @@ class InteractionData:
             raise KeyError(category)
         return self.item_category == index
 
-    def _category_index(self, item: ItemRecord) -> int:
-        return self.categories.add(item.category) if item.category else -1
+    def _index_catalog(self) -> None:
+        """Per-item columns of what filters and rules read (category and brand codes, -1 for none; price,
+        NaN for none; availability), so a request's mask is array operations, never a loop over items."""
+        records = self.item_records
+        self.categories = IdMap(sorted({item.category for item in records if item.category}))
+        self.brands = IdMap(sorted({item.brand for item in records if item.brand}))
+        rows = [self._catalog_row(item) for item in records]
+        columns = list(zip(*rows)) if rows else [(), (), (), ()]
+        self.item_category = np.array(columns[0], dtype=np.int64)
+        self.item_brand = np.array(columns[1], dtype=np.int64)
+        self.item_price = np.array(columns[2], dtype=np.float64)
+        self.item_available = np.array(columns[3], dtype=bool)
+
+    def _catalog_row(self, item: ItemRecord) -> tuple[int, int, float, bool]:
+        """The item's entries in the catalog columns, adding a new category or brand to its id map."""
+        return (self.categories.add(item.category) if item.category else -1,
+                self.brands.add(item.brand) if item.brand else -1,
+                np.nan if item.price is None else item.price, item.available)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from recommenders.base import candidate_mask, normalise
+from recommenders.business_rules import ListShape
 from recommenders.collaborative import CollaborativeBlend
 from recommenders.content_based import ContentRecommender
 from recommenders.event_based import EventBasedRecommender
@@ -37,8 +38,8 @@ class RealtimeRecommender:
 
     def recommend(self, data: InteractionData, user: int | None, k: int, context_item: int | None = None,
                   event_type: EventType = EventType.VIEW,
-                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        candidates = candidate_mask(data, user, allowed)
+                  shape: ListShape | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        candidates = candidate_mask(data, user, None if shape is None else shape.allowed)
         product_signals, user_signals = {}, {}
         if context_item is not None:
             candidates[context_item] = False
@@ -54,7 +55,7 @@ class RealtimeRecommender:
         contributions = _blend(groups, candidates)
         if not contributions:
             contributions = {"popular": normalise(data.popularity, candidates)}
-        return rank_contributions(data, user, k, contributions, candidates)
+        return rank_contributions(data, user, k, contributions, candidates, shape)
 
 
 def _blend(groups: list[tuple[float, dict[str, float], dict[str, np.ndarray]]],

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+Scalar = str | int | float | bool | None
+
 
 class EventType(str, Enum):
     """What a user did with an item."""
@@ -20,7 +22,8 @@ class EventType(str, Enum):
 
 @dataclass(frozen=True)
 class ItemRecord:
-    """A catalog entry. `tags` is a tuple so the record stays hashable and immutable."""
+    """A catalog entry. `tags` is a tuple so the record stays hashable and immutable; so are `attributes`,
+    the shop's free (key, scalar) pairs, sorted by key. An unavailable item is never recommended by default."""
 
     item_id: str
     name: str
@@ -29,11 +32,14 @@ class ItemRecord:
     description: str = ""
     tags: tuple[str, ...] = ()
     price: float | None = None
+    available: bool = True
+    attributes: tuple[tuple[str, Scalar], ...] = ()
 
     def as_dict(self) -> dict:
-        """The item as the API shows it and the store writes it (tags as a list)."""
+        """The item as the API shows it and the store writes it (tags as a list, attributes as an object)."""
         return {"item_id": self.item_id, "name": self.name, "category": self.category, "brand": self.brand,
-                "description": self.description, "tags": list(self.tags), "price": self.price}
+                "description": self.description, "tags": list(self.tags), "price": self.price,
+                "available": self.available, "attributes": dict(self.attributes)}
 
     def text(self) -> str:
         """The free text the content model reads (category and brand are separate fields there)."""
@@ -66,6 +72,7 @@ class LogKind(str, Enum):
     EVENT = "event"
     ITEM = "item"
     FORGET_USER = "forget_user"
+    RULE = "rule"  # a business rule set or deleted (the rules table holds its seq, not log_changes)
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,7 @@ class LogEntry:
     """One entry of the durable log, in `seq` order: what every server process applies, once each.
 
     EVENT entries carry the stored `event`; ITEM entries the item's current record; FORGET_USER
-    entries the deleted user's id.
+    entries the deleted user's id; RULE entries the rule as it is now (`deleted` once removed).
     """
 
     seq: int
@@ -81,6 +88,40 @@ class LogEntry:
     event: InteractionRecord | None = None
     item: ItemRecord | None = None
     user_id: str | None = None
+    rule: "RuleRecord | None" = None
+
+
+class RuleKind(str, Enum):
+    """A standing business rule: never show these items, boost these until a time, cap a brand or category."""
+
+    BAN = "ban"
+    BOOST = "boost"
+    CAP = "cap"
+
+
+@dataclass(frozen=True)
+class RuleRecord:
+    """One standing rule. BAN uses `items`; BOOST `items`, `factor` and `until` (Unix seconds, None =
+    no end); CAP `field` ("brand" or "category") and `limit` (items per brand or category in a list)."""
+
+    rule_id: str
+    kind: RuleKind
+    items: tuple[str, ...] = ()
+    factor: float | None = None
+    until: float | None = None
+    field: str | None = None
+    limit: int | None = None
+    created_at: float = 0.0
+    deleted: bool = False
+
+    def as_dict(self) -> dict:
+        """The rule as the API shows it (and the store keeps its parameters): only the fields of its kind."""
+        shown = {RuleKind.BAN: ("items",), RuleKind.BOOST: ("items", "factor", "until"),
+                 RuleKind.CAP: ("field", "limit")}[self.kind]
+        values = {"items": list(self.items), "factor": self.factor, "until": self.until, "field": self.field,
+                  "limit": self.limit}
+        return {"rule_id": self.rule_id, "type": self.kind.value, **{name: values[name] for name in shown},
+                "created_at": self.created_at}
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,7 @@ from config.settings import Settings
 from experiments.allocation import boundaries, pick, thompson_shares, user_position
 from experiments.records import Experiment, Variant
 from experiments.statistics import variant_results
-from recommenders.records import Recommendation
 from service.errors import ConflictError, NotFoundError
-from service.exploration import explore
 from storage import Store
 from storage.experiment_store import ExperimentRunningError, ExperimentStore
 
@@ -54,7 +52,7 @@ class Experiments:
         self.store = store
         self._settings = settings
         self._running: _Running | None = None  # replaced whole, so a reader never sees half an update
-        self._candidates = np.empty(0, dtype=object)
+        self._candidates: list[str] = []
         self._bandit_read_at = -np.inf
         self._refreshing = threading.Lock()
 
@@ -70,8 +68,9 @@ class Experiments:
         running = self._running
         return None if running is None else running.experiment.experiment_id
 
-    def explore(self, ranked: list[Recommendation], weight: float) -> list[Recommendation]:
-        return explore(ranked, weight, self._candidates)
+    def exploration_candidates(self) -> list[str]:
+        """The least shown items (fewest first), as last read from the store."""
+        return self._candidates
 
     # -- keeping up with the store --------------------------------------------------------
     def refresh(self, force_bandit: bool = False, run: Callable[[Callable[[], Any]], Any] = lambda work: work()) -> dict:
@@ -90,8 +89,7 @@ class Experiments:
             if bandit_due:
                 self._bandit_read_at = now
                 if self._explores(experiment):
-                    self._candidates = np.array(run(lambda: self.store.least_shown_items(EXPLORATION_CANDIDATES)),
-                                                dtype=object)
+                    self._candidates = list(run(lambda: self.store.least_shown_items(EXPLORATION_CANDIDATES)))
             previous = self._running
             if experiment is None:
                 self._running = None

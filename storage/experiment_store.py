@@ -95,10 +95,11 @@ class ExperimentStore:
                                                  for item_id, n in shown.sort_index().items()])
 
     def least_shown_items(self, limit: int) -> list[str]:
-        """Catalog items by how often they were shown, fewest first (never shown ones first of all)."""
+        """Available catalog items by how often they were shown, fewest first (never shown ones first of
+        all). Unavailable items are never shown, so without the condition they would fill the list."""
         shown = func.coalesce(ItemImpressionCount.impressions, 0)
         stmt = (select(Item.item_id).outerjoin(ItemImpressionCount, ItemImpressionCount.item_id == Item.item_id)
-                .order_by(shown, Item.item_id).limit(limit))
+                .where(Item.available).order_by(shown, Item.item_id).limit(limit))
         with self._engine.connect() as conn:
             return list(conn.execute(stmt).scalars())
 

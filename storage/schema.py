@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -15,7 +16,9 @@ from sqlalchemy import (
     String,
     Text,
     column,
+    false,
     or_,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -61,6 +64,9 @@ class Item(Base):
     tags: Mapped[list[str]] = mapped_column(JSON)
     price: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime]
+    # Added later (storage/upgrade.py adds them to older stores): hence the server default and the null.
+    available: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    attributes: Mapped[dict | None] = mapped_column(JSON)
 
 
 class Interaction(Base):
@@ -132,7 +138,7 @@ class LogChange(Base):
     __tablename__ = "log_changes"
     __table_args__ = (
         CheckConstraint(
-            column("kind").in_([kind.value for kind in LogKind if kind is not LogKind.EVENT]),
+            column("kind").in_([kind.value for kind in LogKind if kind not in (LogKind.EVENT, LogKind.RULE)]),
             name="ck_log_changes_kind",
         ),
     )
@@ -143,3 +149,19 @@ class LogChange(Base):
     kind: Mapped[str] = mapped_column(String(16))
     key: Mapped[str] = mapped_column(String(64))
     recorded_at: Mapped[datetime]
+
+
+class Rule(Base):
+    """Standing business rules. Like an event, a rule is its own log entry: `seq` comes from the log's
+    counter, at creation and again at deletion (which keeps the row, `deleted` set), so every process
+    applying the log learns both. Its own table rather than a log_changes kind: that table's kind
+    constraint would refuse a new kind in a store created before rules existed."""
+
+    __tablename__ = "rules"
+
+    rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    params: Mapped[dict] = mapped_column(JSON)
+    deleted: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    created_at: Mapped[datetime]

@@ -6,6 +6,7 @@ in the database. All SQL is built with SQLAlchemy Core, hence parameterised.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -32,6 +33,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    false,
     func,
     insert,
     literal,
@@ -45,9 +47,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, UserRecord
+from recommenders.records import (EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, RuleKind, RuleRecord,
+                                  UserRecord)
 from storage.experiment_schema import ImpressionRow  # its tables are created with these
-from storage.schema import Base, Interaction, Item, LogChange, LogPosition, ModelCheckpoint, User
+from storage.schema import Base, Interaction, Item, LogChange, LogPosition, ModelCheckpoint, Rule, User
 from storage.upgrade import add_missing_columns
 
 # Upserts need the dialect's INSERT ... ON CONFLICT; these are the backends the store supports.
@@ -61,7 +64,7 @@ _SQLITE_PRAGMAS = (
     "PRAGMA synchronous=FULL",  # a recorded interaction survives a power cut
 )
 
-_ITEM_FIELDS = ("name", "category", "brand", "description", "tags", "price", "updated_at")
+_ITEM_FIELDS = ("name", "category", "brand", "description", "tags", "price", "available", "attributes", "updated_at")
 
 # Any fixed number: PostgreSQL advisory-lock key that every process agrees on.
 _SCHEMA_LOCK_KEY = 0x5EC5_0001
@@ -171,6 +174,23 @@ class Store:
                                              for n, row in enumerate(rows)])
         return len(rows)
 
+    def patch_item(self, item_id: str, changes: dict[str, Any]) -> ItemRecord | None:
+        """Change only the named fields of a stored item, logging an ITEM entry in the same transaction;
+        returns the item as it is now, or None (nothing written) if there is no such item. The row is
+        read under the log counter's lock (PostgreSQL) or the one writer (SQLite), so two patches of
+        one item both apply."""
+        with self._engine.connect() as conn:
+            seq = _reserve_seqs(conn, 1)
+            row = conn.execute(select(Item).where(Item.item_id == item_id)).first()
+            if row is None:
+                return None
+            item = dataclasses.replace(_item(row), **changes)
+            now = _utc_now()
+            conn.execute(update(Item).where(Item.item_id == item_id).values(_item_row(item, now)))
+            conn.execute(insert(LogChange).values(_change_row(seq, LogKind.ITEM, item_id, now)))
+            conn.commit()
+        return item
+
     def get_item(self, item_id: str) -> ItemRecord | None:
         with self._engine.connect() as conn:
             row = conn.execute(select(Item).where(Item.item_id == item_id)).first()
@@ -231,6 +251,32 @@ class Store:
             conn.execute(insert(LogChange).values(_change_row(seq, LogKind.FORGET_USER, user_id, _utc_now())))
             conn.commit()
         return True
+
+    # --- business rules: each creation and deletion is a log entry (the rule's seq) ---
+
+    def add_rule(self, rule: RuleRecord) -> RuleRecord:
+        """Store a new rule as the log's next entry; returns it with its creation time."""
+        now = _utc_now()
+        with self._engine.begin() as conn:
+            seq = _reserve_seqs(conn, 1)
+            conn.execute(insert(Rule).values(rule_id=rule.rule_id, seq=seq, kind=rule.kind.value,
+                                             params=_rule_params(rule), deleted=False, created_at=now))
+        return dataclasses.replace(rule, created_at=now.timestamp())
+
+    def delete_rule(self, rule_id: str) -> bool:
+        """Mark a rule deleted under a new seq (so followers learn it); False, writing nothing, if unknown."""
+        with self._engine.connect() as conn:
+            seq = _reserve_seqs(conn, 1)
+            stmt = update(Rule).where(Rule.rule_id == rule_id, Rule.deleted == false()).values(seq=seq, deleted=True)
+            if conn.execute(stmt).rowcount != 1:
+                return False
+            conn.commit()
+        return True
+
+    def rules(self) -> list[RuleRecord]:
+        """The rules in force, oldest first."""
+        with self._engine.connect() as conn:
+            return [_rule(row) for row in conn.execute(select(Rule).where(Rule.deleted == false()).order_by(Rule.seq))]
 
     # --- interactions ---
 
@@ -427,6 +473,10 @@ class Store:
             items = {} if not item_ids else {
                 row.item_id: _item(row) for row in conn.execute(select(Item).where(Item.item_id.in_(item_ids)))
             }
+            rule_ids = {row.item_id for row in rows if row.kind == LogKind.RULE.value}
+            rules = {} if not rule_ids else {
+                row.rule_id: _rule(row) for row in conn.execute(select(Rule).where(Rule.rule_id.in_(rule_ids)))
+            }
         entries = []
         for row in rows:
             kind = LogKind(row.kind)
@@ -434,6 +484,8 @@ class Store:
                 entries.append(LogEntry(row.seq, kind, event=_interaction(row), user_id=row.user_id))
             elif kind is LogKind.FORGET_USER:
                 entries.append(LogEntry(row.seq, kind, user_id=row.user_id))
+            elif kind is LogKind.RULE:
+                entries.append(LogEntry(row.seq, kind, rule=rules[row.item_id]))
             elif row.item_id in items:
                 entries.append(LogEntry(row.seq, kind, item=items[row.item_id]))
         return entries
@@ -711,7 +763,12 @@ def _log_page_statement() -> Select[Any]:
         LogChange.seq, LogChange.kind, LogChange.key.label("user_id"), LogChange.key.label("item_id"),
         *(cast(null(), column.type).label(column.name) for column in event_only),
     )
-    log = union_all(events, changes).subquery("log")
+    rules = select(  # a rule's key is its rule_id
+        Rule.seq, cast(literal(LogKind.RULE.value), LogChange.kind.type).label("kind"),
+        Rule.rule_id.label("user_id"), Rule.rule_id.label("item_id"),
+        *(cast(null(), column.type).label(column.name) for column in event_only),
+    )
+    log = union_all(events, changes, rules).subquery("log")
     return select(log).where(log.c.seq > bindparam("after_seq")).order_by(log.c.seq).limit(bindparam("limit"))
 
 
@@ -759,7 +816,19 @@ def _item(row: Row[Any]) -> ItemRecord:
         description=row.description,
         tags=tuple(row.tags),
         price=row.price,
+        available=row.available,
+        attributes=tuple(sorted((row.attributes or {}).items())),
     )
+
+
+def _rule_params(rule: RuleRecord) -> dict[str, Any]:
+    return {key: value for key, value in rule.as_dict().items() if key not in ("rule_id", "type", "created_at")}
+
+
+def _rule(row: Row[Any]) -> RuleRecord:
+    params = dict(row.params)
+    return RuleRecord(rule_id=row.rule_id, kind=RuleKind(row.kind), items=tuple(params.pop("items", ())),
+                      created_at=row.created_at.timestamp(), deleted=row.deleted, **params)
 
 
 def _interaction_row(rec: InteractionRecord, seq: int, now: datetime) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from config import load_settings
 from web import create_app
 
 TIME_MS = re.compile(r"^\d+\.\d{2}$")
-ITEM_FIELDS = {"item_id", "name", "category", "brand", "description", "tags", "price"}
+ITEM_FIELDS = {"item_id", "name", "category", "brand", "description", "tags", "price", "available", "attributes"}
 CACHE_FIELDS = {"hits", "misses", "hit_rate", "size", "max_size", "ttl_seconds"}
 TIMING_FIELDS = {"count", "avg_ms", "p50_ms", "p99_ms"}
 
@@ -197,7 +197,8 @@ def test_system_readme_event(fresh_client):
 def test_create_then_update_item(fresh_client):
     item = {"item_id": "moka_pot", "name": "Moka Pot", "category": "kitchen", "brand": "Bialetti",
             "description": "Stovetop espresso maker.", "tags": ["coffee", "espresso"], "price": 39.9}
-    assert ok_json(fresh_client.post("/items", json=item), 201) == {"item": item, "status": "created"}
+    created = {**item, "available": True, "attributes": {}}  # the defaults of the fields left out
+    assert ok_json(fresh_client.post("/items", json=item), 201) == {"item": created, "status": "created"}
     updated = ok_json(fresh_client.post("/items", json={"item_id": "moka_pot", "name": "Moka Pot 6 cups"}))
     assert updated["status"] == "updated" and updated["item"]["name"] == "Moka Pot 6 cups"
     assert ok_json(fresh_client.get("/items/moka_pot"))["name"] == "Moka Pot 6 cups"

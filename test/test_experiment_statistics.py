@@ -18,7 +18,7 @@ from experiments.allocation import boundaries, pick, thompson_shares, user_posit
 from experiments.records import VariantCounts
 from experiments.statistics import mean_ci, proportion_ci, two_proportion_p_value, variant_results
 from recommenders.records import Recommendation
-from service.exploration import explore, exploration_slots
+from recommenders.exploration import explore, exploration_slots
 
 
 def test_wilson_interval_matches_the_textbook_formula():

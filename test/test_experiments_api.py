@@ -244,6 +244,35 @@ def test_exploration_weight_gives_slots_to_the_least_shown_items(tmp_path):
         service.close()
 
 
+def test_explored_items_obey_the_filters_and_the_standing_rules(tmp_path):
+    """Exploration fills its slots only with what a ranked list could show: of the least shown items,
+    banned ones, unavailable ones, those outside the request's filter and those over a cap are passed over."""
+    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'store.db'}", redis_url=None, rate_limit="",
+                             exploration_weight=0.5)
+    service = RecommendationService.create(settings)
+    try:
+        client = create_app(settings, service).test_client()
+        least_shown = service.experiments.store.least_shown_items(12)
+        banned, unavailable = least_shown[:3], least_shown[3:6]
+        excluded = client.get(f"/items/{least_shown[6]}").get_json()["category"]
+        assert client.post("/rules", json={"type": "ban", "items": banned}).status_code == 201
+        assert client.post("/rules", json={"type": "cap", "field": "brand", "limit": 1}).status_code == 201
+        for item_id in unavailable:
+            assert client.patch(f"/items/{item_id}", json={"available": False}).status_code == 200
+        service.experiments.refresh(force_bandit=True)
+        answer = client.get(f"/recommendations/alice?count=10&exclude_categories={excluded}").get_json()
+        explored = [r["item"] for r in answer["recommendations"] if r["strategy"] == "exploration"]
+        # A cap of one per brand leaves few candidates: most brands are in the 100-item list already cached.
+        assert explored and len(answer["recommendations"]) == 10
+        assert not set(explored) & set(banned + unavailable)
+        items = [client.get(f"/items/{r['item']}").get_json() for r in answer["recommendations"]]
+        assert excluded not in {item["category"] for item in items}
+        brands = [item["brand"] for item in items if item["brand"]]
+        assert len(brands) == len(set(brands))
+    finally:
+        service.close()
+
+
 def test_thompson_moves_traffic_to_the_arm_that_gets_the_clicks(client, service):
     body = {"name": "bandit", "allocation": "thompson", "variants": [
         {"name": "popular", "case": "popular"}, {"name": "hybrid", "case": "hybrid"},

@@ -267,6 +267,32 @@ def test_an_event_posted_to_one_process_changes_the_others_answer_within_a_secon
     assert target not in items(after["recommendations"])
 
 
+def test_a_rule_and_an_item_edit_posted_to_one_process_retire_the_others_cached_lists(cluster):
+    """Rules and item edits are log entries: B applies them and no longer serves its (or Redis's) cached lists."""
+    a, b = cluster.a, cluster.b
+    paths = ["/similar/iphone?count=20", "/popular?count=20", "/recommendations/bob?count=20"]
+    for path in paths:
+        get(b, path)
+    before = {path: items(next(v for k, v in get(b, path).items() if k in ("similar", "items", "recommendations")))
+              for path in paths}
+    banned, hidden = before["/popular?count=20"][0], before["/similar/iphone?count=20"][0]
+    rule = send(a, "POST", "/rules", {"type": "ban", "items": [banned]})
+    assert rule.status_code == 201, rule.text
+    assert send(a, "PATCH", f"/items/{hidden}", {"available": False}).status_code == 200
+    posted = time.monotonic()
+    try:
+        for path in paths:
+            while True:
+                listed = items(next(v for k, v in get(b, path).items() if k in ("similar", "items", "recommendations")))
+                if not {banned, hidden} & set(listed):
+                    break
+                assert time.monotonic() - posted < CATCH_UP_SECONDS, f"B still lists {banned} or {hidden} on {path}"
+                time.sleep(0.01)
+    finally:
+        assert send(a, "DELETE", f"/rules/{rule.json()['rule_id']}").status_code == 200
+        assert send(a, "PATCH", f"/items/{hidden}", {"available": True}).status_code == 200
+
+
 def test_a_subscriber_on_one_process_receives_the_push_for_an_event_posted_to_the_other(cluster):
     a, b = cluster.a, cluster.b
     alice_on_b, bob_on_b = Subscriber(b.url, "alice"), Subscriber(b.url, "bob")

@@ -40,8 +40,9 @@ HIT_FLUSH_SECONDS = 1.0  # how often a process adds its local-tier hits to Redis
 RENDERED_COUNTS_KEPT = 4  # per cached list: the JSON of this many distinct counts is kept
 USER_SCOPED = ("recommendations", "profiles")
 KINDS = ("recommendations", "profiles", "similar", "popular")
-# The kinds a log entry drops (the service's `_after`: a user's answers at each of their events, an
-# item's similar items at each edit of it). Nothing but their TTL and a model swap drops the others.
+# The kinds a log entry retires: the service's `_after` drops a user's answers at each of their events,
+# and an item edit or a rule moves the engine's lists generation, which is part of every list's key
+# (so it retires popular lists too). Nothing but their TTL and a model swap drops the others.
 LOG_INVALIDATED = ("recommendations", "profiles", "similar")
 
 # When an answer was computed: (the model version, the log position of the engine that computed it).

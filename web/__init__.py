@@ -7,7 +7,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config.settings import Settings, load_settings
 from service import RecommendationService
-from web import catalog, demo, experiments, interactions, landing, openapi, recommendations, socket_events, system, users
+from web import (catalog, demo, experiments, interactions, landing, openapi, recommendations, rules, socket_events,
+                 system, users)
 from web.auth import init_auth
 from web.context import SERVICE_KEY, SETTINGS_KEY, get_service
 from web.dashboard import init_dashboard
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None, service: RecommendationService 
     app.extensions[SERVICE_KEY] = service if service is not None else RecommendationService.create(settings)
     RequestTimer().init_app(app)
     register_error_handlers(app)
-    for module in (recommendations, interactions, catalog, users, system, demo, landing, experiments):
+    for module in (recommendations, interactions, catalog, rules, users, system, demo, landing, experiments):
         app.register_blueprint(module.bp)
     subscriptions = app.extensions[socket_events.SUBSCRIPTIONS_KEY] = socket_events.Subscriptions()
     socketio.init_app(app, async_mode=settings.async_mode, serializer=socket_events.GuardedPacket)

@@ -5,7 +5,7 @@ from flask import Blueprint
 
 from service import NotFoundError
 from web.context import get_service, parse_body, parse_query
-from web.schemas import ItemBody, ItemPath, ItemsQuery
+from web.schemas import ItemBody, ItemPatchBody, ItemPath, ItemsQuery
 
 bp = Blueprint("catalog", __name__)
 
@@ -30,6 +30,13 @@ def upsert_item() -> tuple[dict, int]:
     item = parse_body(ItemBody).to_record()
     created = get_service().upsert_item(item)
     return {"item": item.as_dict(), "status": "created" if created else "updated"}, 201 if created else 200
+
+
+@bp.patch("/items/<item_id>")
+def patch_item(item_id: str) -> dict:
+    """Change only the fields the body names (POST /items replaces the whole item)."""
+    path = parse_query(ItemPath, item_id=item_id)
+    return get_service().patch_item(path.item_id, parse_body(ItemPatchBody).changes()).as_dict()
 
 
 @bp.get("/categories")

@@ -34,11 +34,14 @@ from web.schemas import (
     EventBody,
     InteractionBody,
     ItemBody,
+    ItemPatchBody,
     ItemPath,
     ItemsQuery,
     PopularQuery,
     RealtimeQuery,
     RecommendQuery,
+    RuleBody,
+    RulePath,
     SimilarQuery,
     UserBody,
     UserPath,
@@ -102,6 +105,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/items"): Operation(
         "Add (201) or update (200) an item", {201: answers.ItemSaved, 200: answers.ItemSaved},
         body=ItemBody),
+    ("PATCH", "/items/<item_id>"): Operation(
+        "Change only the fields given (POST /items replaces the whole item)", {200: answers.Item}, ItemPath,
+        body=ItemPatchBody, not_found="unknown item"),
+    ("POST", "/rules"): Operation(
+        "Set a standing rule: ban items, boost items until a time, or cap items per brand or category",
+        {201: answers.Rule}, body=RuleBody),
+    ("GET", "/rules"): Operation("The standing rules in force", {200: answers.Rules}),
+    ("DELETE", "/rules/<rule_id>"): Operation(
+        "Remove a standing rule", {200: answers.RuleDeleted}, RulePath, not_found="unknown rule"),
     ("GET", "/categories"): Operation("Categories with their item counts", {200: answers.Categories}),
     ("POST", "/users"): Operation(
         "Create (201) a user, or confirm (200) it exists", {201: answers.UserSaved, 200: answers.UserSaved},

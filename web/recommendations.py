@@ -1,6 +1,7 @@
 """Read-only recommendation routes: the engine README's and the system README's.
 
 Each embeds its ranked list through `ranked_json`: from the cache, that list is JSON rendered before.
+Each takes the list filters of web/schemas.ListQuery; the standing rules (web/rules.py) apply to all.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def for_user(user_id: str) -> dict:
     query = parse_query(UserRecommendationsQuery, user_id=user_id)
     service = get_service()
     arm = service.experiments.assign(query.user_id)
-    result = service.recommendations(query.user_id, query.count, **({} if arm is None else arm.variant.options))
+    result = service.recommendations(query.user_id, query.count, filters=query.item_filter,
+                                     **({} if arm is None else arm.variant.options))
     return {
         "recommendations": ranked_json(result),
         "user_id": query.user_id,
@@ -39,7 +41,7 @@ def by_case() -> dict:
     arm = None if chosen else service.experiments.assign(query.user_id)
     options = {"case": query.case, "method": query.method} if arm is None else arm.variant.options
     result = service.recommendations(query.user_id, query.count, product_id=query.product_id,
-                                     category=query.category, **options)
+                                     category=query.category, filters=query.item_filter, **options)
     case, method = options["case"], options["method"]
     return {
         "user_id": query.user_id,
@@ -59,6 +61,7 @@ def realtime() -> dict:
     service = get_service()
     result = service.realtime_recommendations(
         query.user_id, query.count, product_id=query.product_id, event_type=query.event_type,
+        filters=query.item_filter,
     )
     return {
         "user_id": query.user_id,
@@ -74,7 +77,7 @@ def realtime() -> dict:
 @bp.get("/similar/<item_id>")
 def similar(item_id: str) -> dict:
     query = parse_query(SimilarQuery, item_id=item_id)
-    result = get_service().similar_items(query.item_id, query.count)
+    result = get_service().similar_items(query.item_id, query.count, query.item_filter)
     return {
         "item_id": query.item_id,
         "similar": ranked_json(result),
@@ -86,7 +89,8 @@ def similar(item_id: str) -> dict:
 @bp.get("/popular")
 def popular() -> dict:
     query = parse_query(PopularQuery)
-    result = get_service().popular(query.count, category=query.category, trending=query.trending)
+    result = get_service().popular(query.count, category=query.category, trending=query.trending,
+                                   filters=query.item_filter)
     return {
         "items": ranked_json(result),
         "category": query.category,

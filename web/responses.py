@@ -136,6 +136,8 @@ class Item(Answer):
     description: str
     tags: list[str]
     price: float | None
+    available: bool = Field(description="false: no list shows it unless a request sets available_only=false")
+    attributes: dict[str, str | int | float | bool | None]
 
 
 class ItemPage(Answer):
@@ -236,3 +238,25 @@ class Stats(OpenAnswer):
     jobs: dict[str, Any] = _absent_unless(_FULL_STATS)
     experiments: dict[str, Any] = _absent_unless(f"{_FULL_STATS}: the running experiment and this process's "
                                                  "impression log (pending, written, dropped)")
+
+
+class Rule(Answer):
+    """A standing rule; the fields besides rule_id, type and created_at are those of its type."""
+
+    rule_id: str
+    type: Literal["ban", "boost", "cap"]
+    items: list[str] = _absent_unless('for "ban" and "boost"')
+    factor: float = _absent_unless('for "boost"')
+    until: float | None = _absent_unless('for "boost": Unix seconds, null for no end')
+    field: Literal["brand", "category"] = _absent_unless('for "cap"')
+    limit: int = _absent_unless('for "cap"')
+    created_at: float = Field(description="Unix seconds")
+
+
+class Rules(Answer):
+    rules: list[Rule] = Field(description="the rules in force, oldest first")
+
+
+class RuleDeleted(Answer):
+    rule_id: str
+    status: Literal["deleted"]

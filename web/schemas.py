@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,14 +18,17 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    RootModel,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from recommenders import registry
+from recommenders.business_rules import CAP_FIELDS, ItemFilter
 from recommenders.engine import anonymous_case
-from recommenders.records import EventType, ItemRecord
+from recommenders.records import EventType, ItemRecord, RuleKind, RuleRecord
 
 ID_PATTERN = r"^[A-Za-z0-9_.:@+-]+$"  # ASCII: ids travel in URL paths
 
@@ -130,11 +134,50 @@ class CountQuery(QueryModel):
     count: Count = Field(default=None, validate_default=True)
 
 
-class UserRecommendationsQuery(CountQuery):
+MAX_FILTER_CATEGORIES = 50
+
+
+def _split_list(value: Any) -> Any:
+    """"books,kitchen" -> ("books", "kitchen"), sorted and without repeats (so equal filters cache alike)."""
+    return tuple(sorted(set(value.split(",")))) if isinstance(value, str) else value
+
+
+CategoryList = Annotated[
+    tuple[Category, ...], Field(max_length=MAX_FILTER_CATEGORIES), BeforeValidator(_split_list),
+    WithJsonSchema({"type": "string", "pattern": r"^[^,\x00]{1,64}(,[^,\x00]{1,64})*$",
+                    "description": f"comma-separated categories, at most {MAX_FILTER_CATEGORIES}; an unknown one "
+                                   "matches nothing"})]
+Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class ListQuery(CountQuery):
+    """Every route that answers a ranked list takes these filters; they apply before the top-k, so the
+    list is still `count` long when enough items pass. Items without a price fail any price bound."""
+
+    categories: CategoryList | None = None  # only these categories
+    exclude_categories: CategoryList | None = None
+    min_price: Price | None = None
+    max_price: Price | None = None
+    available_only: bool = True  # "false" lets unavailable items in (never banned ones)
+
+    @model_validator(mode="after")
+    def _price_range(self) -> "ListQuery":
+        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+            raise ValueError("min_price must not be above max_price")
+        return self
+
+    @cached_property
+    def item_filter(self) -> ItemFilter:
+        """Built once per model: parse_query keeps validated models, so a repeated query reuses it."""
+        return ItemFilter(self.categories, self.exclude_categories or (), self.min_price, self.max_price,
+                          self.available_only)
+
+
+class UserRecommendationsQuery(ListQuery):
     user_id: Id
 
 
-class RecommendQuery(CountQuery):
+class RecommendQuery(ListQuery):
     """GET /recommend. Field order matters: the checks on method and user_id read case and product_id."""
 
     case: Case = "hybrid"
@@ -155,17 +198,17 @@ class RecommendQuery(CountQuery):
         return user_id
 
 
-class RealtimeQuery(CountQuery):
+class RealtimeQuery(ListQuery):
     user_id: Id
     product_id: Id | None = None
     event_type: BehaviourEvent = EventType.VIEW
 
 
-class SimilarQuery(CountQuery):
+class SimilarQuery(ListQuery):
     item_id: Id
 
 
-class PopularQuery(CountQuery):
+class PopularQuery(ListQuery):
     category: Category | None = None
     trending: bool = False  # "true"/"false"/"1"/"0": favour recent activity (a time-decayed count)
 
@@ -223,18 +266,81 @@ class EventBody(BodyModel):
     _value_only_when_valued = field_validator("value")(_value_only_when_valued)
 
 
+ItemName = Annotated[str, Field(strict=True, min_length=1, max_length=200, pattern=NO_NUL)]
+ItemCategory = Annotated[str, Field(strict=True, max_length=64, pattern=NO_NUL)]
+Brand = Annotated[str, Field(strict=True, max_length=100, pattern=NO_NUL)]
+Tags = Annotated[list[Annotated[str, Field(strict=True, min_length=1, max_length=64, pattern=NO_NUL)]],
+                 Field(max_length=50)]
+ItemPrice = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+SAFE_INTEGER = 2**53  # integers JSON readers everywhere (JavaScript included) hold exactly
+
+
+def _not_an_integer(value: Any) -> Any:
+    """A larger integer must not come back as a rounded float: refuse it instead."""
+    if isinstance(value, int):
+        raise ValueError(f"integers must be within +-{SAFE_INTEGER}")
+    return value
+
+
+AttributeValue = (Annotated[str, Field(strict=True, max_length=200, pattern=NO_NUL)] | Annotated[bool, Field(strict=True)]
+                  | Annotated[int, Field(strict=True, ge=-SAFE_INTEGER, le=SAFE_INTEGER)]
+                  | Annotated[float, Field(strict=True, allow_inf_nan=False), BeforeValidator(_not_an_integer)]
+                  | None)
+# The shop's own fields (colour, size, season...): flat, so each stays one value a rule could name.
+Attributes = Annotated[dict[Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)], AttributeValue],
+                       Field(max_length=50)]
+
+
 class ItemBody(BodyModel):
+    """POST /items: the whole item. An existing item is replaced: a field left out gets its default
+    (PATCH /items/<id> changes only the fields it names)."""
+
     item_id: Id
-    name: Annotated[str, Field(strict=True, min_length=1, max_length=200, pattern=NO_NUL)]
-    category: Annotated[str, Field(strict=True, max_length=64, pattern=NO_NUL)] = ""
-    brand: Annotated[str, Field(strict=True, max_length=100, pattern=NO_NUL)] = ""
+    name: ItemName
+    category: ItemCategory = ""
+    brand: Brand = ""
     description: Text = ""
-    tags: Annotated[list[Annotated[str, Field(strict=True, min_length=1, max_length=64, pattern=NO_NUL)]],
-                    Field(max_length=50)] = []
-    price: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] | None = None
+    tags: Tags = []
+    price: ItemPrice | None = None
+    available: Annotated[bool, Field(strict=True)] = True
+    attributes: Attributes = {}
 
     def to_record(self) -> ItemRecord:
-        return ItemRecord(**{**self.model_dump(), "tags": tuple(self.tags)})
+        return ItemRecord(**{**self.model_dump(), "tags": tuple(self.tags),
+                             "attributes": tuple(sorted(self.attributes.items()))})
+
+
+def _unchanged() -> Any:
+    """A PATCH field left out keeps the item's value: no default to document, and null is not a value."""
+    return Field(None, json_schema_extra=lambda schema: schema.pop("default"))
+
+
+class ItemPatchBody(BodyModel):
+    """PATCH /items/<id>: only the fields given change (`attributes` as a whole); at least one."""
+
+    name: ItemName = _unchanged()
+    category: ItemCategory = _unchanged()
+    brand: Brand = _unchanged()
+    description: Text = _unchanged()
+    tags: Tags = _unchanged()
+    price: ItemPrice | None = _unchanged()
+    available: Annotated[bool, Field(strict=True)] = _unchanged()
+    attributes: Attributes = _unchanged()
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> "ItemPatchBody":
+        if not self.model_fields_set:
+            raise ValueError("name at least one field to change")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The given fields as ItemRecord values."""
+        given = {name: getattr(self, name) for name in self.model_fields_set}
+        if "tags" in given:
+            given["tags"] = tuple(given["tags"])
+        if "attributes" in given:
+            given["attributes"] = tuple(sorted(given["attributes"].items()))
+        return given
 
 
 class UserBody(BodyModel):
@@ -247,3 +353,52 @@ class SubscriptionMessage(BodyModel):
     user_id: Id
     # from POST /auth/token; required to register when an API key is configured
     token: Annotated[str, Field(strict=True, max_length=1024)] | None = None
+
+
+RuleItems = Annotated[list[Id], Field(min_length=1, max_length=1000)]
+
+
+class BanRule(BodyModel):
+    """Never recommend these items (in any list, whatever the filters)."""
+
+    type: Literal["ban"]
+    items: RuleItems
+
+    def to_record(self) -> RuleRecord:
+        return RuleRecord("", RuleKind.BAN, items=tuple(dict.fromkeys(self.items)))
+
+
+class BoostRule(BodyModel):
+    """Multiply these items' scores by `factor` until `until` (ISO 8601 or Unix seconds; none: no end)."""
+
+    type: Literal["boost"]
+    items: RuleItems
+    factor: Annotated[float, Field(strict=True, gt=0, le=1000, allow_inf_nan=False)]
+    until: Annotated[float, Field(strict=True, ge=0, le=LATEST_TIMESTAMP, allow_inf_nan=False),
+                     BeforeValidator(_iso_to_unix)] | None = None
+
+    def to_record(self) -> RuleRecord:
+        return RuleRecord("", RuleKind.BOOST, items=tuple(dict.fromkeys(self.items)), factor=self.factor,
+                          until=self.until)
+
+
+class CapRule(BodyModel):
+    """At most `limit` items of one brand (or category) in any list; items without one are not capped."""
+
+    type: Literal["cap"]
+    field: Literal[CAP_FIELDS]
+    limit: Annotated[int, Field(strict=True, ge=1, le=100)]
+
+    def to_record(self) -> RuleRecord:
+        return RuleRecord("", RuleKind.CAP, field=self.field, limit=self.limit)
+
+
+class RuleBody(RootModel[Annotated[BanRule | BoostRule | CapRule, Field(discriminator="type")]]):
+    """POST /rules: one standing rule, by `type`."""
+
+    def to_record(self) -> RuleRecord:
+        return self.root.to_record()
+
+
+class RulePath(QueryModel):
+    rule_id: Annotated[str, Field(strict=True, min_length=1, max_length=64, pattern=ID_PATTERN)]

@@ -6,6 +6,8 @@ head of a cached list, which smaller `count`s are served from, explores in the s
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from recommenders.records import Recommendation
@@ -20,13 +22,15 @@ def exploration_slots(length: int, weight: float) -> np.ndarray:
     return np.flatnonzero(ends > np.concatenate(([0.0], ends[:-1])))
 
 
-def explore(ranked: list[Recommendation], weight: float, candidates: np.ndarray) -> list[Recommendation]:
+def explore(ranked: list[Recommendation], weight: float, candidates: Sequence[str]) -> list[Recommendation]:
     """`ranked` with its exploration slots given to `candidates` (least shown first) not already in it;
-    the ranked items keep their order in the other slots, and the list its length."""
-    if weight <= 0.0 or not ranked or candidates.size == 0:
+    the ranked items keep their order in the other slots, and the list its length. The caller passes
+    only candidates the list may show (Engine.explore: filters, rules, history, caps)."""
+    if weight <= 0.0 or not ranked or len(candidates) == 0:
         return ranked
     slots = exploration_slots(len(ranked), weight)
     shown = np.fromiter((r.item for r in ranked), dtype=object, count=len(ranked))
+    candidates = np.asarray(candidates, dtype=object)
     fresh = candidates[~np.isin(candidates, shown)][:len(slots)]
     slots = slots[:len(fresh)]
     result = np.empty(len(ranked), dtype=object)
