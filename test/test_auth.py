@@ -17,7 +17,7 @@ from web.auth import verify_token
 KEY = "test-key-0123456789"
 KEY_HEADER = {"X-API-Key": KEY}
 WRONG_KEY_HEADER = {"X-API-Key": "not-the-key"}
-FULL_STATS = {"cache", "requests", "engine", "store", "realtime", "jobs"}
+FULL_STATS = {"cache", "requests", "engine", "store", "realtime", "jobs", "experiments"}
 
 
 @pytest.fixture(scope="module")
