@@ -267,3 +267,53 @@ def test_without_the_key_the_page_asks_for_it(open_page, keyed_server):
     expect(dashboard.testid("key-form")).to_be_hidden()
     expect(dashboard.testid("chart-requests")).not_to_have_attribute("data-points", "0")
     assert dashboard.problems == []
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_experiments_panel_shows_each_variant_with_its_interval_and_traffic(open_page, keyed_server):
+    """Through a real server: an experiment, lists served and clicked over HTTP; the panel must show
+    what GET /experiments/<id> counts, per variant, with the CTR interval and the traffic chart."""
+    server, headers, users = keyed_server, {"X-API-Key": KEY}, 40
+    with requests.Session() as session:
+        created = session.post(f"{server.url}/experiments", headers=headers, json={
+            "name": "panel-check", "variants": [{"name": "control", "share": 0.5, "case": "popular"},
+                                                {"name": "hybrid", "share": 0.5, "case": "hybrid"}]})
+        assert created.status_code == 201, created.text
+        experiment_id = created.json()["experiment_id"]
+        try:
+            for number in range(users):
+                user_id = f"panel_user_{number}"
+                answer = session.get(f"{server.url}/recommendations/{user_id}?count=5", headers=headers).json()
+                if number % 3 == 0:  # a click on a third of the lists
+                    assert session.post(f"{server.url}/interactions", headers=headers, json={
+                        "user_id": user_id, "item_id": answer["recommendations"][0]["item"], "event_type": "view",
+                        "recommendation_id": answer["recommendation_id"]}).status_code == 201
+            deadline = time.monotonic() + 10  # impressions are written in batches, every 0.5 s
+            while True:
+                result = session.get(f"{server.url}/experiments/{experiment_id}", headers=headers).json()
+                counted = sum(variant["impressions"] for variant in result["variants"])
+                if counted == users or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert counted == users
+
+            dashboard = open_page(f"{server.url}/dashboard?key={KEY}")
+            expect(dashboard.testid("experiment-name")).to_have_text("panel-check")
+            expect(dashboard.testid("experiment-status")).to_contain_text("running")
+            rows = dashboard.testid("variant-row")
+            expect(rows).to_have_count(2)
+            for variant in result["variants"]:
+                row = dashboard.page.locator(f'[data-testid="variant-row"][data-variant="{variant["name"]}"]')
+                expect(row.get_by_test_id("variant-impressions")).to_have_text(str(variant["impressions"]))
+                expect(row.get_by_test_id("variant-clicks")).to_have_text(str(variant["clicks"]))
+                expect(row.get_by_test_id("variant-ctr")).to_contain_text(f"{variant['ctr'] * 100:.1f}%")
+                low, high = variant["ctr_ci"]
+                expect(row.get_by_test_id("variant-ctr-ci")).to_have_text(f" {low * 100:.1f}%–{high * 100:.1f}%")
+                expect(row.locator(".ci-band")).to_have_count(1)
+            expect(dashboard.testid("chart-traffic")).not_to_have_attribute("data-points", "0")
+            times, *shares = dashboard.chart_data("traffic")
+            assert [sum(column) for column in zip(*shares)] == pytest.approx([1.0] * len(times))
+            assert dashboard.problems == []
+        finally:
+            session.post(f"{server.url}/experiments/{experiment_id}/stop", headers=headers)

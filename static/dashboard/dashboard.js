@@ -1,9 +1,12 @@
 // Monitoring dashboard: six uPlot charts of the `dashboard_stats` messages the server emits once a
-// second over Socket.IO (web/dashboard.py), plus the latest values as text.
+// second over Socket.IO (web/dashboard.py), plus the latest values as text, and the experiments
+// panel (experiments.js).
 //
 // When the server has an API_KEY, `subscribe_dashboard` needs it: the page takes it from `?key=`,
 // or asks for it in the password box when the server turns the subscription down.
 // `window.dashboard` exposes the messages and charts for the browser console and the browser test.
+
+import { startExperimentsPanel } from "./experiments.js";
 
 const POINTS = 120;  // two minutes at one message a second
 const CHART_HEIGHT = 150;
@@ -50,7 +53,7 @@ function setConnection(status, text) {
 
 // ---- charts ----------------------------------------------------------------------------------
 
-function makeChart(id, { series, format, range, stepped, integer }) {
+function makeChart(id, { series, format, range, stepped, integer, points }) {
   const element = byTestId(`chart-${id}`);
   const options = {
     width: element.clientWidth,
@@ -71,13 +74,17 @@ function makeChart(id, { series, format, range, stepped, integer }) {
         label,
         stroke: COLORS[index % COLORS.length],
         width: 2,
-        points: { show: false },
+        points: { show: Boolean(points), size: 6 },
         ...(stepped ? { paths: uPlot.paths.stepped({ align: 1 }) } : {}),
       })),
     ],
   };
   const chart = new uPlot(options, [[], ...series.map(() => [])], element);
-  new ResizeObserver(() => chart.setSize({ width: element.clientWidth, height: CHART_HEIGHT })).observe(element);
+  new ResizeObserver(() => {
+    if (chart.root.isConnected) {  // the experiments panel replaces its chart when the experiment changes
+      chart.setSize({ width: element.clientWidth, height: CHART_HEIGHT });
+    }
+  }).observe(element);
   return chart;
 }
 
@@ -156,4 +163,7 @@ if (typeof uPlot === "undefined" || typeof io === "undefined") {
     state.charts[id] = makeChart(id, chart);
   }
   connect();
+  startExperimentsPanel({
+    byTestId, makeChart, charts: state.charts, headers: () => (state.key ? { "X-API-Key": state.key } : {}),
+  });
 }
