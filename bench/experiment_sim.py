@@ -226,9 +226,10 @@ def main() -> int:
         return report_error(error, None)
     print(f"\nA/B on {sum(row['impressions'] for row in ab['variants']):,} users, one list each:")
     print(format_table(["variant", "impressions", "clicks", "CTR", "95% CI", "offline HR@10", "lift", "p"],
-                       [[row["variant"], row["impressions"], row["clicks"], row["ctr"],
-                         f"{row['ctr_ci'][0]:.3f}-{row['ctr_ci'][1]:.3f}", row["offline_hit_rate"], row["lift"],
-                         row["p_value"]] for row in ab["variants"]]))
+                       [[row["variant"], row["impressions"], row["clicks"], f"{row['ctr']:.4f}",
+                         f"{row['ctr_ci'][0]:.4f}-{row['ctr_ci'][1]:.4f}", f"{row['offline_hit_rate']:.4f}",
+                         "-" if row["lift"] is None else f"{row['lift']:+.1%}",
+                         "-" if row["p_value"] is None else f"{row['p_value']:.2g}"] for row in ab["variants"]]))
     print(f"winner {ab['winner']}, significant at {SIGNIFICANCE}: {ab['significant']}  {verdict(ab['pass'])}")
     print(f"\nThompson over {', '.join(BANDIT_VARIANTS)} (best offline: {bandit['best']}), share per {WINDOW:,}:")
     print(format_table(["impressions", *BANDIT_VARIANTS],
