@@ -126,6 +126,7 @@ def test_bad_filters_get_422_on_every_list_route(client, query):
         response = client.get(route, query_string={**own, **query})
         assert response.status_code == 422, (route, query, response.get_json())
         assert response.get_json()["error"] == "validation_error"
+        assert all(detail["field"] != "body" for detail in response.get_json()["details"])  # a query has none
 
 
 def test_filters_apply_before_the_top_k_so_lists_stay_full_length(client):

@@ -6,7 +6,7 @@ import logging
 import re
 import time
 
-from flask import Flask, Request, Response, jsonify
+from flask import Flask, Request, Response, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.utils import cached_property
@@ -116,9 +116,11 @@ def _http_error(exc: HTTPException) -> Response | HTTPException:
 
 
 def _validation_error(exc: ValidationError) -> Response:
+    # A check across fields has no location: it is about the query string of a read, else the body.
+    whole = "query" if request.method in ("GET", "HEAD") else "body"
     details = [
         {
-            "field": ".".join(str(part) for part in error["loc"]) or "body",
+            "field": ".".join(str(part) for part in error["loc"]) or whole,
             "message": error["msg"].removeprefix("Value error, "),
         }
         for error in exc.errors(include_url=False, include_context=False, include_input=False)

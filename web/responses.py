@@ -36,7 +36,7 @@ class OpenAnswer(BaseModel):
 
 
 class ErrorDetail(Answer):
-    field: str = Field(description='dotted path of the offending input, or "body"')
+    field: str = Field(description='dotted path of the offending input, or "body" / "query" for a check across its fields')
     message: str
 
 
