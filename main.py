@@ -7,7 +7,7 @@
                                                  load a data set (preprocess/loaders) into the store
     python main.py train                         fit on the log, write a model artifact to MODEL_DIR, exit
     python main.py evaluate --dataset F --data-dir PATH [--items CSV] [--json OUT] [--out-dir DIR]
-                            [--models a,b] [--max-users N]
+                            [--models a,b] [--max-users N] [--protocol holdout|next-event]
                                                  offline evaluation against reference models (models/)
     python main.py                               menu (on a terminal) or serve (without one)
 
@@ -303,8 +303,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Offline evaluation: print the table, write report.md + chart (and --json); see models/evaluate.py."""
     from models.evaluate import run_evaluation
+    from models.next_event import run_next_event
 
     try:
+        if args.protocol == "next-event":
+            if args.tune or args.models:
+                raise ValueError("--tune and --models apply to the holdout protocol only; next-event scores its "
+                                 "fixed rows")
+            return run_next_event(args.dataset, args.data_dir, args.items, args.json, args.out_dir, args.max_users)
         return run_evaluation(args.dataset, args.data_dir, args.items, args.json, args.out_dir,
                               args.models, args.max_users, tune=args.tune)
     except (FileNotFoundError, ValueError) as error:
@@ -362,7 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser.add_argument("--tune", action="store_true",
                                  help="also tune the collaborative weights on a validation split of the training data")
     evaluate_parser.add_argument("--max-users", type=int, metavar="N",
-                                 help="score a random sample of N test users (models still train on everything)")
+                                 help="score a random sample of N test users (models still train on everything; "
+                                      "next-event: default 1000)")
+    evaluate_parser.add_argument("--protocol", choices=("holdout", "next-event"), default="holdout",
+                                 help="holdout (default): a per-user 80/20 split of pairs; next-event: replay the "
+                                      "events after a time cut-off through the live path (models/next_event.py)")
     return parser
 
 

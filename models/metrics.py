@@ -60,3 +60,15 @@ def rating_errors(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]
     if errors.size == 0:
         return {"rmse": float("nan"), "mae": float("nan")}
     return {"rmse": float(np.sqrt(np.mean(errors ** 2))), "mae": float(np.mean(np.abs(errors)))}
+
+
+def mean_reciprocal_rank(recommended: np.ndarray, positives: sp.csr_matrix) -> float:
+    """MRR@k: 1 / the rank of the first positive in each list, 0 when none is in it; rows without a
+    positive are skipped (as in `ranking_metrics`)."""
+    positives = positives.tocsr()
+    judged = np.diff(positives.indptr) > 0
+    if not judged.any():
+        return float("nan")
+    hits = hit_matrix(np.asarray(recommended, dtype=np.int64)[judged], positives[judged])
+    first = np.argmax(hits, axis=1)
+    return float(np.mean(np.where(hits.any(axis=1), 1.0 / (first + 1), 0.0)))

@@ -13,7 +13,7 @@ CHART_NAME = "metrics.png"
 def _cell(value: float | None, column: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{value:.2f}" if column == "fit_seconds" else f"{value:.4f}"
+    return f"{value:.2f}" if column in ("fit_seconds", "ms_per_list") else f"{value:.4f}"
 
 
 def _rows(evaluation: dict) -> tuple[list[str], list[list[str]]]:
@@ -121,6 +121,34 @@ def write_report(evaluation: dict, out_dir: Path) -> Path:
     path = out_dir / "report.md"
     path.write_text("\n".join(text), encoding="utf-8")
     return path
+
+
+NEXT_EVENT_COLUMNS = ("hit_rate@10", "ndcg@10", "mrr@10", "next_hit_rate@10", "known_users_hit_rate@10",
+                      "new_users_hit_rate@10", "ms_per_list")
+
+
+def next_event_markdown(evaluation: dict) -> str:
+    """The next-event protocol's table (models/next_event.py) with the figures it is over."""
+    protocol = evaluation["protocol"]
+    header = ["row", *NEXT_EVENT_COLUMNS]
+    rows = [[name, *(_cell(result[column], column) for column in NEXT_EVENT_COLUMNS)]
+            for name, result in evaluation["results"].items()]
+    table = "\n".join("| " + " | ".join(row) + " |" for row in [header, ["---"] + ["---:"] * len(NEXT_EVENT_COLUMNS),
+                                                               *rows])
+    return "\n".join([
+        f"# Next-event protocol: {evaluation['dataset']}",
+        "",
+        f"Cut-off at the {protocol['cutoff_quantile']:.0%} quantile of event times ({protocol['cutoff_utc']} UTC): "
+        f"{protocol['events_fitted']:,} events fitted, {protocol['events_replayed']:,} replayed through "
+        f"Engine.observe; {protocol['events_scored']:,} events scored for {protocol['users_scored']:,} users "
+        f"({protocol['scored_events_of_users_known_at_cutoff']:,} of them of users known at the cut-off), "
+        f"the first {protocol['events_per_user']} new-to-the-user events of each, seed {protocol['seed']}. "
+        f"Targets: the event's item and the user's next {protocol['horizon'] - 1} items still new to them; "
+        f"next_hit_rate counts the event's own item only. Session: {protocol['session']}. "
+        f"Run time {evaluation['runtime_seconds']:.0f} s.",
+        "",
+        table,
+    ])
 
 
 def write_json(evaluation: dict, path: Path) -> None:
