@@ -15,7 +15,7 @@ from recommenders.records import ItemRecord
 
 # How much each field counts in an item's vector. Text alone dilutes "same brand" among dozens of
 # words; as separate one-hot blocks, category and brand count as much as a shop expects.
-FIELD_WEIGHTS = {"text": 1.0, "category": 0.5, "brand": 0.7}
+FIELD_WEIGHTS = {"text": 1.0, "category": 0.5, "brand": 0.4}
 
 
 class ContentRecommender(Recommender):
