@@ -53,7 +53,7 @@ class Engine:
         self.collaborative = CollaborativeBlend({name: components[name] for name in weights}, weights)
         self.hybrid = HybridRecommender({"collaborative": self.collaborative, "content": components["content"],
                                          "behavior": components["behavior"], "popular": components["popular"]}, policy)
-        self.realtime = RealtimeRecommender(components["behavior"], components["content"], self.collaborative)
+        self.realtime = RealtimeRecommender(components["behavior"], components["content"], self.hybrid)
         self.explainer = Explainer(components["content"], components["item_based"])
         self._lock = threading.RLock()
         self.fitted_at = 0.0
