@@ -79,11 +79,10 @@ class RealtimeRecommender:
         return {name: (weights[name] / total) * normalise(s, candidates) for name, s in signals.items()}
 
     def _taste(self, data: InteractionData, user: int | None, candidates: np.ndarray) -> np.ndarray | None:
-        """The hybrid's blend for the user, 0..1 over the candidates; None for a user with no history."""
+        """The hybrid's blend for the user (only its order counts); None for a user with no history."""
         if user is None or len(data.seen_items(user)) == 0:
             return None
-        blended = sum(self.hybrid.blend(data, user, self.hybrid.weights(data, user), candidates).values())
-        return normalise(blended, candidates)
+        return sum(self.hybrid.blend(data, user, self.hybrid.weights(data, user), candidates).values())
 
 
 def reciprocal_rank(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
