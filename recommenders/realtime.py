@@ -21,10 +21,10 @@ from recommenders.hybrid import HybridRecommender, rank_contributions
 from recommenders.interaction_data import InteractionData
 from recommenders.records import EventType
 
-# The user's share of the push, measured (bench/push_balance.py, ml-100k, 200 users' 9,924 later
-# ratings, each scored against the push given the previous one; HR@10): the product alone 0.103, the
-# taste alone 0.140; fused, shares 0.3/0.4/0.5/0.6/0.7 give 0.127/0.138/0.145/0.149/0.151. 0.6 starts
-# the plateau and leaves the product on screen a place near the top of its own list.
+# The user's share of the push, measured (bench/push_balance.py on ml-100k: 9,924 later ratings of 166
+# users, each scored against the push given the user's previous rating; HR@10): the product alone
+# 0.103, the taste alone 0.141; fused, shares 0.3/0.4/0.5/0.6/0.7 give 0.129/0.140/0.145/0.149/0.150.
+# 0.6 starts the plateau and leaves the product on screen a place near the top of its own list.
 # Replace it by the next-event protocol's figure (issue 11) once that exists.
 TASTE_SHARE = 0.6
 PRODUCT_WEIGHTS = {EventType.VIEW: {"behavior": 0.5, "content": 0.5},
@@ -89,13 +89,13 @@ def reciprocal_rank(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """RANK_OFFSET / (RANK_OFFSET + rank) among the candidates with a signal (1 for the first), 0 elsewhere.
 
     Weighted reciprocal-rank fusion (Cormack et al., 2009) rather than a sum of min-max scores: the
-    product's neighbours and the user's taste have unlike score shapes. Summed (share 0.5), items
-    lukewarm on both outranked the user's favourites: after a view of one of the demo's 68 other-brand
-    electronics items, alice kept only two Apple items of ten after 18 of them; fused with offset 5 at
-    0.6, three or more after every one. The sum did score more on ml-100k's replay (HR@10 0.167 at 0.5,
-    against 0.151 at best fused), and a larger offset moves towards it (on 100 users: offset 20, 0.170;
-    60, 0.176; the sum 0.181) but gives back the demo (offset 60 at 0.6: 23 views leave alice two Apple
-    items or fewer). A small offset lets the top of each signal lead."""
+    product's neighbours and the user's taste have unlike score shapes. Summed, items lukewarm on both
+    outranked the user's favourites: after a view of one of the demo's 68 other-brand electronics
+    items, alice kept two Apple items of ten or fewer after 11 of them (share 0.5; 1 at 0.6); fused
+    with offset 5 at 0.6, four or more after every one. The offset sets how far each signal's top
+    leads: at 20 (0.6), a brand-new product's look-alikes kept one place of ten, the 8th; at 60, 16
+    views left alice two Apple items or fewer. The sum scores more on ml-100k's replay (HR@10 0.165 at 0.5, 0.168 at 0.6, against 0.149),
+    where the previous film is a weak hint of the next; the next-event protocol should settle both."""
     ranked = np.where(candidates & (scores > 0), scores, -np.inf)
     order = np.argsort(-ranked, kind="stable")
     rank = np.empty(len(scores))
