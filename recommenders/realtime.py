@@ -94,8 +94,9 @@ def reciprocal_rank(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     items, alice kept two Apple items of ten or fewer after 11 of them (share 0.5; 1 at 0.6); fused
     with offset 5 at 0.6, four or more after every one. The offset sets how far each signal's top
     leads: at 20 (0.6), a brand-new product's look-alikes kept one place of ten, the 8th; at 60, 16
-    views left alice two Apple items or fewer. The sum scores more on ml-100k's replay (HR@10 0.165 at 0.5, 0.168 at 0.6, against 0.149),
-    where the previous film is a weak hint of the next; the next-event protocol should settle both."""
+    views left alice two Apple items or fewer. The sum scores more on ml-100k's replay (HR@10 0.165 at
+    0.5, 0.168 at 0.6, against 0.149), where the previous film is a weak hint of the next; the
+    next-event protocol should settle both."""
     ranked = np.where(candidates & (scores > 0), scores, -np.inf)
     order = np.argsort(-ranked, kind="stable")
     rank = np.empty(len(scores))
