@@ -111,6 +111,11 @@ def padded(scores: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([scores, np.zeros((*scores.shape[:-1], n - width))], axis=-1)
 
 
+# Scores count as all equal when their spread is this small relative to their size: relative, because
+# trending counts of month-old events are ~1e-34 (2^-110 after 110 half-lives) yet differ as much as fresh ones.
+FLAT = 1e-9
+
+
 def normalise(scores: np.ndarray, candidates: np.ndarray | None = None) -> np.ndarray:
     """Min-max to 0..1 over the candidate items, so a 1-5 prediction never swamps a 0-1 cosine."""
     values = scores if candidates is None else scores[candidates]
@@ -118,7 +123,7 @@ def normalise(scores: np.ndarray, candidates: np.ndarray | None = None) -> np.nd
     if finite.size == 0:
         return np.zeros_like(scores, dtype=np.float64)
     low, high = finite.min(), finite.max()
-    if high - low < 1e-12:
+    if high - low <= FLAT * max(abs(low), abs(high)):
         return np.where(scores > 0, 1.0, 0.0) if high > 0 else np.zeros_like(scores, dtype=np.float64)
     return np.clip((scores - low) / (high - low), 0.0, 1.0)
 
@@ -128,7 +133,7 @@ def normalise_rows(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     masked_low = np.where(candidates, scores, np.inf).min(axis=1, keepdims=True)
     masked_high = np.where(candidates, scores, -np.inf).max(axis=1, keepdims=True)
     span = masked_high - masked_low
-    flat = ~(span >= 1e-12)  # also rows with no candidate (inf - inf = nan)
+    flat = ~(span > FLAT * np.maximum(np.abs(masked_low), np.abs(masked_high)))  # also rows with no candidate (nan)
     with np.errstate(invalid="ignore"):
         scaled = np.clip((scores - masked_low) / np.where(flat, 1.0, span), 0.0, 1.0)
     constant = np.where((scores > 0) & (masked_high > 0), 1.0, 0.0)

@@ -53,7 +53,7 @@ class Engine:
         self.collaborative = CollaborativeBlend({name: components[name] for name in weights}, weights)
         self.hybrid = HybridRecommender({"collaborative": self.collaborative, "content": components["content"],
                                          "behavior": components["behavior"], "popular": components["popular"]}, policy)
-        self.realtime = RealtimeRecommender(components["behavior"], components["content"], self.collaborative)
+        self.realtime = RealtimeRecommender(components["behavior"], components["content"], self.hybrid)
         self.explainer = Explainer(components["content"], components["item_based"])
         self._lock = threading.RLock()
         self.fitted_at = 0.0
@@ -311,10 +311,7 @@ class Engine:
             user = self.data.users.get(user_id)
             if user is None:
                 return {"history_size": 0, "top_categories": []}
-            items, weights = self.data.preference_row(user)
-            categories = self.data.item_category[items]
-            known = categories >= 0
-            totals = np.bincount(categories[known], weights=weights[known], minlength=len(self.data.categories))
+            totals = self.data.category_preferences(user)
             order = np.argsort(-totals, kind="stable")[:top]
             return {"history_size": int(len(self.data.seen_items(user))),
                     "top_categories": [{"name": self.data.categories.id_of(i), "weight": round(float(totals[i]), 3)}

@@ -1,5 +1,6 @@
-"""Why an item is recommended, in a few words: "because you liked iphone", "popular in kitchen",
-"bought together with coffee_maker".
+"""Why an item is recommended, in a few words: "because you liked iPhone 15", "popular in kitchen",
+"bought together with Barista Express Espresso Machine". Items are named as people see them (the
+catalog name; the id only for an item without one).
 
 The anchor of a personal recommendation is the user's liked item closest to it, weighted by how
 much the user liked it: by item-to-item similarity (people who liked one liked the other), or, for
@@ -33,11 +34,11 @@ class Explainer:
                 category = data.item_records[item].category
                 reasons.append(f"{label} in {category}" if category else f"{label} overall")
             elif context_item is not None and label == "behavior":
-                reasons.append(f"{CONTEXT_VERBS[event_type]} {data.items.id_of(context_item)}")
+                reasons.append(f"{CONTEXT_VERBS[event_type]} {_name(data, context_item)}")
             elif context_item is not None and (label == "content" or position not in anchors):
-                reasons.append(f"similar to {data.items.id_of(context_item)}")
+                reasons.append(f"similar to {_name(data, context_item)}")
             elif position in anchors:
-                reasons.append(f"because you liked {data.items.id_of(anchors[position])}")
+                reasons.append(f"because you liked {_name(data, anchors[position])}")
             else:
                 reasons.append("popular with shoppers like you")
         return reasons
@@ -77,3 +78,7 @@ class Explainer:
         if liked.max() >= similarity.shape[0] or items.max() >= similarity.shape[0]:
             return None
         return similarity[items][:, liked].toarray().T
+
+
+def _name(data: InteractionData, item: int) -> str:
+    return data.item_records[item].name or data.items.id_of(item)

@@ -16,6 +16,7 @@ import numpy as np
 
 from recommenders.base import candidate_mask, normalise, normalise_rows, top_k, top_k_unseen
 from recommenders.business_rules import ListShape
+from recommenders.calibration import POOL, calibrated_order, interest_shares
 from recommenders.interaction_data import InteractionData
 from recommenders.registry import COLLABORATIVE
 
@@ -111,7 +112,9 @@ class HybridRecommender:
         """Top-k (items, scores, strategy per item): the strategy is the dominant component, or "hybrid"."""
         candidates = candidate_mask(data, user, None if shape is None else shape.allowed)
         contributions = self.blend(data, user, self.weights(data, user, method), candidates)
-        return rank_contributions(data, user, k, contributions, candidates, shape)
+        items, scores, labels = rank_contributions(data, user, POOL * k, contributions, candidates, shape)
+        order = calibrated_order(scores, data.item_category[items], interest_shares(data, user), k)
+        return items[order], scores[order], [labels[i] for i in order]
 
     def _tier(self, history: np.ndarray) -> np.ndarray:
         policy = self.policy

@@ -397,6 +397,13 @@ class InteractionData:
         positive = summed > 0
         return unique[positive], summed[positive]
 
+    def category_preferences(self, user: int) -> np.ndarray:
+        """The user's summed preference weight per category (index as in `categories`)."""
+        items, weights = self.preference_row(user)
+        categories = self.item_category[items]
+        known = categories >= 0
+        return np.bincount(categories[known], weights=weights[known], minlength=len(self.categories))
+
     def strongest_preferences(self, user: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """The user's `limit` strongest (items, weights): bounds the cost of scoring heavy users."""
         items, weights = self.preference_row(user)

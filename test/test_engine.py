@@ -203,13 +203,13 @@ def test_ease_scores_from_the_live_row_so_an_event_moves_it_without_a_refit(engi
 
 def test_every_recommendation_says_why(engine):
     for recommendation in engine.recommend("fan", 3):
-        assert recommendation.extra["reason"] in ("because you liked fruit0", "because you liked fruit1")
+        assert recommendation.extra["reason"] in ("because you liked Fruit 0", "because you liked Fruit 1")
     assert {r.extra["reason"] for r in engine.recommend("stranger", 3)} <= {"popular in fruit", "popular in tools"}
-    assert {r.extra["reason"] for r in engine.similar_items("tool0", 3)} == {"similar to tool0"}
+    assert {r.extra["reason"] for r in engine.similar_items("tool0", 3)} == {"similar to Tool 0"}
     engine.observe(event("a", "fruit5", EventType.PURCHASE))
     engine.observe(event("a", "tool5", EventType.PURCHASE))
     assert engine.realtime_recommend(None, 1, "fruit5", EventType.PURCHASE)[0].extra["reason"] == \
-        "bought together with fruit5"
+        "bought together with Fruit 5"
 
 
 def test_als_folds_a_new_event_into_the_user_vector_without_a_refit(engine):

@@ -14,7 +14,7 @@ from web import create_app, get_service
 # Two items only the linker's purchases connect; their words and categories share nothing.
 ITEM_A = {"item_id": "privacy-a", "name": "Walnut desk lamp", "category": "lighting", "brand": "Lumen"}
 ITEM_B = {"item_id": "privacy-b", "name": "Sourdough starter kit", "category": "baking", "brand": "Crumb"}
-BOUGHT_WITH_A = "bought together with privacy-a"
+BOUGHT_WITH_A = f"bought together with {ITEM_A['name']}"
 
 
 @pytest.fixture
