@@ -309,7 +309,8 @@ def test_deleting_a_user_deletes_their_impressions(client, experiment):
 
 
 def test_a_variant_sets_the_hybrids_weights(client):
-    """A variant whose collaborative share is 1 at every history size ranks as the collaborative blend does."""
+    """A variant whose collaborative share is 1 at every history size ranks as the collaborative blend does
+    (served hybrid lists are then calibrated to the user's categories, a re-pick from the top 5 x count)."""
     body = {"name": "tiers", "variants": [
         {"name": "control", "share": 0.5},
         {"name": "collaborative_only", "share": 0.5, "hybrid_weights": {"new": 1, "experienced": 1, "heavy": 1}}]}
@@ -323,8 +324,8 @@ def test_a_variant_sets_the_hybrids_weights(client):
         assert users
         for user in users:
             served = client.get(f"/recommendations/{user}?count=5").get_json()["recommendations"]
-            blend = client.get(f"/recommend?user_id={user}&case=collaborative&count=5").get_json()["recommendations"]
-            assert [r["item"] for r in served] == [r["item"] for r in blend], user
+            blend = client.get(f"/recommend?user_id={user}&case=collaborative&count=25").get_json()["recommendations"]
+            assert {r["item"] for r in served} <= {r["item"] for r in blend}, user
             assert {r["strategy"] for r in served} == {"collaborative"}
     finally:
         client.post(f"/experiments/{experiment['experiment_id']}/stop")
