@@ -290,7 +290,7 @@ def test_the_experiments_panel_shows_each_variant_with_its_interval_and_traffic(
                     assert session.post(f"{server.url}/interactions", headers=headers, json={
                         "user_id": user_id, "item_id": answer["recommendations"][0]["item"], "event_type": "view",
                         "recommendation_id": answer["recommendation_id"]}).status_code == 201
-            deadline = time.monotonic() + 10  # impressions are written in batches, every 0.5 s
+            deadline = time.monotonic() + 10  # impressions are written in batches, every 0.1 s
             while True:
                 result = session.get(f"{server.url}/experiments/{experiment_id}", headers=headers).json()
                 counted = sum(variant["impressions"] for variant in result["variants"])

@@ -69,7 +69,7 @@ def counted(server: LiveServer, experiment_id: str) -> dict[str, tuple[int, int,
 
 
 def wait_for_counts(server: LiveServer, experiment_id: str, expected: dict, seconds: float = 5.0) -> None:
-    """Other processes write their impressions every IMPRESSION_FLUSH_SECONDS (0.5 s)."""
+    """Other processes write their impressions every IMPRESSION_FLUSH_SECONDS (0.1 s)."""
     deadline = time.monotonic() + seconds
     while (found := counted(server, experiment_id)) != expected and time.monotonic() < deadline:
         time.sleep(0.2)
