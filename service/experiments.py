@@ -19,7 +19,7 @@ import numpy as np
 
 from config.settings import Settings
 from experiments.allocation import boundaries, pick, thompson_shares, user_position
-from experiments.records import Experiment, Variant
+from experiments.records import Experiment, Variant, VariantCounts
 from experiments.statistics import variant_results
 from service.errors import ConflictError, NotFoundError
 from storage import Store
@@ -102,11 +102,13 @@ class Experiments:
         return _Running(experiment, shares, boundaries(shares.tolist()),
                         tuple(Assignment(experiment.experiment_id, variant) for variant in experiment.variants))
 
-    def shares(self, experiment: Experiment) -> np.ndarray:
-        """The configured shares, or for "thompson" each arm's posterior chance of being the best."""
+    def shares(self, experiment: Experiment, counts: list[VariantCounts] | None = None) -> np.ndarray:
+        """The configured shares, or for "thompson" each arm's posterior chance of being the best, from
+        `counts` when the caller has them (counting reads every impression of the experiment)."""
         if experiment.allocation != "thompson":
             return np.array([variant.share for variant in experiment.variants])
-        counts = self.store.variant_counts(experiment, self._settings.attribution_window_seconds)
+        if counts is None:
+            counts = self.store.variant_counts(experiment, self._settings.attribution_window_seconds)
         successes = [c.clicks if experiment.reward == "click" else c.conversions for c in counts]
         return thompson_shares(np.array(successes), np.array([c.impressions for c in counts]),
                                experiment.experiment_id)
@@ -145,5 +147,5 @@ class Experiments:
     def results(self, experiment: Experiment) -> list[dict]:
         counts = self.store.variant_counts(experiment, self._settings.attribution_window_seconds,
                                            TRAFFIC_BUCKET_SECONDS)
-        shares = dict(zip((v.name for v in experiment.variants), self.shares(experiment).tolist()))
+        shares = dict(zip((v.name for v in experiment.variants), self.shares(experiment, counts).tolist()))
         return variant_results(counts, experiment.control, experiment.reward, shares)

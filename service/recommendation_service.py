@@ -193,13 +193,13 @@ class RecommendationService:
 
     def served(self, user_id: str | None, recommendations: list[Recommendation], surface: str, case: str | None,
                method: str | None, arm: Assignment | None = None) -> dict:
-        """Log a served list as an impression; the fields that name it in the answer."""
+        """Log a served list as an impression; the fields that name it in the answer (a variant's list is
+        logged under its variant's case and method)."""
         if arm is None:
             return {"recommendation_id": self.impressions.record(user_id, recommendations, surface, case, method)}
-        variant = arm.variant
-        recommendation_id = self.impressions.record(user_id, recommendations, surface, variant.case, variant.method,
-                                                    arm.experiment_id, variant.name)
-        return {"recommendation_id": recommendation_id, "experiment_id": arm.experiment_id, "variant": variant.name}
+        named = {"experiment_id": arm.experiment_id, "variant": arm.variant.name}
+        return {"recommendation_id": self.impressions.record(user_id, recommendations, surface, arm.variant.case,
+                                                             arm.variant.method, **named), **named}
 
     def _write_impressions(self, batch: list[Impression]) -> None:
         """A batch of the impression log, written where blocking calls go (a native thread when serving)."""
