@@ -131,6 +131,13 @@ class HybridRecommender:
         order = calibrated_order(scores, data.item_category[items], interest_shares(data, user), k)
         return items[order], scores[order], [labels[i] for i in order]
 
+    def taste(self, data: InteractionData, user: int, candidates: np.ndarray) -> np.ndarray:
+        """The user's long-term order over items, for the real-time push to keep: the ranker's where one
+        was learnt (it learnt what people do next), else the blend's."""
+        if self.ranker is not None:
+            return self._ranked(data, user)[1]
+        return sum(self.blend(data, user, self.weights(data, user), candidates).values())
+
     def _ranked(self, data: InteractionData, user: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The blend's contributions (they name each item's strategy) and the ranker's order: its
         candidates by predicted relevance scaled to RANKED_OUT..1, then every other item by blended score
