@@ -27,6 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recommenders.base import normalise_rows
+from recommenders.calibration import interest_shares
 from recommenders.interaction_data import TYPE_CODES, EventColumns, EventWeighting, InteractionData
 from recommenders.persistence import Value
 from recommenders.records import EventType
@@ -127,7 +128,7 @@ def candidates(hybrid: "HybridRecommender", data: InteractionData, users: np.nda
                + [_share_of_most(np.maximum(data.popularity, 0.0), items), _share_of_most(data.item_users, items),
                   trend / max(float(data.trending.scores.max(initial=0.0)), 1e-300), age, band,
                   np.log1p(history[rows]), behaviour[rows],
-                  np.where(category >= 0, affinity[rows, np.maximum(category, 0)], np.nan)])
+                  _affinity_of(affinity, rows, category)])
     features = np.column_stack(columns).astype(np.float32)
     return Candidates(rows, items, features, signals["blend"][rows, items], signals)
 
@@ -138,13 +139,17 @@ def _share_of_most(counts: np.ndarray, items: np.ndarray) -> np.ndarray:
 
 
 def _category_affinity(data: InteractionData, users: np.ndarray) -> np.ndarray:
-    """users x categories: each user's share of preference weight per category, in one sparse product."""
-    categorised = np.flatnonzero(data.item_category >= 0)
-    one_hot = sp.csr_matrix((np.ones(len(categorised)), (categorised, data.item_category[categorised])),
-                            shape=(data.n_items, max(len(data.categories), 1)))
-    totals = np.asarray((data.preference_rows(users) @ one_hot).todense())
-    sums = totals.sum(axis=1, keepdims=True)
-    return np.divide(totals, sums, out=np.zeros_like(totals), where=sums > 0).astype(np.float32)
+    """users x categories: each user's share of preference weight per category (a bincount per user:
+    one sparse product over a one-hot catalog matrix cost more than the whole list for one user)."""
+    return np.array([interest_shares(data, user) for user in users.tolist()], np.float32).reshape(
+        len(users), len(data.categories))
+
+
+def _affinity_of(affinity: np.ndarray, rows: np.ndarray, category: np.ndarray) -> np.ndarray:
+    """Each pair's user affinity for the item's category; NaN for an uncategorised item."""
+    if affinity.shape[1] == 0:
+        return np.full(len(rows), np.nan, np.float32)
+    return np.where(category >= 0, affinity[rows, np.maximum(category, 0)], np.nan)
 
 
 def price_bands(data: InteractionData) -> np.ndarray:
