@@ -123,8 +123,9 @@ class Settings(BaseSettings):
     experiments_refresh_seconds: float = 1.0  # how soon every process sees an experiment start or stop
     bandit_refresh_seconds: float = 5.0  # Thompson shares and exploration candidates, from the store
     # The learned second stage (recommenders/ranker.py), learnt at each train on what users did next
-    # ("temporal"), on a random share of their events ("random": what the offline holdout measures), or "off".
-    ranker: Literal["temporal", "random", "off"] = "temporal"
+    # ("temporal") or on a random share of their events ("random"). Off by default: on the next-event
+    # protocol either loses to the blend (docs/evaluation.md, "The learned ranker").
+    ranker: Literal["temporal", "random", "off"] = "off"
 
 
     @property

@@ -74,10 +74,10 @@ class Engine:
     def build(cls, items: Sequence[ItemRecord], user_ids: Iterable[str],
               interactions: Iterable[InteractionRecord] | EventColumns, weighting: EventWeighting = EventWeighting(),
               policy: HybridPolicy = HybridPolicy(), collaborative_weights: dict[str, float] | None = None,
-              on_component: Callable[[str], None] | None = None, ranker: str = "temporal") -> "Engine":
+              on_component: Callable[[str], None] | None = None, ranker: str = "off") -> "Engine":
         """A fitted engine from records or columns (what the store or a data loader returns).
 
-        With `ranker` a split of SPLITS ("off": none), the second stage is learnt too (recommenders/ranker.py):
+        With `ranker` one of ranker.SPLITS, the second stage is learnt too (recommenders/ranker.py):
         the components are fitted a second time on 80% of each user's events, so the fit takes about twice as long."""
         if not isinstance(interactions, EventColumns):
             interactions = EventColumns.from_records(interactions)

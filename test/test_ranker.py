@@ -56,7 +56,7 @@ def _planted_shop(users: int, seed: int = 7) -> tuple[list[ItemRecord], list[Int
 @pytest.fixture(scope="module")
 def shop() -> tuple[Engine, dict[str, bool]]:
     items, events, is_new = _planted_shop(400)
-    return Engine.build(items, sorted({e.user_id for e in events}), events), is_new
+    return Engine.build(items, sorted({e.user_id for e in events}), events, ranker="temporal"), is_new
 
 
 def test_the_ranker_learns_what_the_blend_misses_is_kept_and_serves(shop):
@@ -102,15 +102,15 @@ def test_a_fresh_event_reaches_the_ranked_list_at_once(shop):
 
 def test_a_small_shop_serves_the_blend_and_says_why():
     items, events, _ = _planted_shop(30)
-    engine = Engine.build(items, sorted({e.user_id for e in events}), events)
+    engine = Engine.build(items, sorted({e.user_id for e in events}), events, ranker="temporal")
     assert engine.ranker is None and not engine.ranker_report["kept"]
     assert "under 100 users" in engine.ranker_report["reason"]
     assert len(engine.recommend("u1", 10)) == 10
 
 
-def test_ranker_off_learns_nothing_and_an_unknown_split_is_refused():
+def test_ranker_off_by_default_and_an_unknown_split_is_refused():
     items, events, _ = _planted_shop(150)
     users = sorted({e.user_id for e in events})
-    assert Engine.build(items, users, events, ranker="off").ranker is None
+    assert Engine.build(items, users, events).ranker is None
     with pytest.raises(ValueError, match="unknown ranker split"):
         Engine.build(items, users, events, ranker="sideways")
