@@ -206,6 +206,8 @@ def test_every_tuned_reference_tries_the_same_number_of_distinct_configurations_
     assert all(set(config) == set(model.space) and all(config[key] in model.space[key] for key in config)
                for config in tried)
     assert tried == REFERENCES[name]().configurations()  # the sample is seeded: the same every run
+    for key, values in model.space.items():  # stratified: every value of a short axis is tried
+        assert len(values) > TUNING_TRIALS or {config[key] for config in tried} == set(values)
     assert model.config == max(model.tried, key=lambda trial: trial[1])[0]
 
 
@@ -241,6 +243,11 @@ def test_a_grid_larger_than_the_budget_is_sampled_to_the_budget():
         space = {"signal": tuple(np.linspace(0, 1, 50)), "unused": (1, 2)}
 
     assert len(Wide(trials=7).configurations()) == 7 and len(Wide(trials=200).configurations()) == 100
+    repeats = Wide(trials=4).configurations()  # 4 trials over 2 values of `unused`: each value twice
+    assert sorted(config["unused"] for config in repeats) == [1, 1, 2, 2]
+    crowded = Blend(trials=8)
+    crowded.space = {"a": (1, 2), "b": (1, 2, 3, 4, 5)}  # the hypercube repeats (a, b) pairs: the rest is drawn
+    assert len({tuple(config.values()) for config in crowded.configurations()}) == 8
 
 
 def test_top_k_unseen_equals_a_full_stable_sort_with_ties_broken_by_item_index():
