@@ -266,7 +266,6 @@ def test_top_k_unseen_equals_a_full_stable_sort_with_ties_broken_by_item_index()
 
 
 def test_top_neighbours_keeps_what_keep_top_per_row_keeps():
-    rng = np.random.default_rng(8)
     weights = sp.random(40, 40, density=0.5, random_state=8, format="csr")
     weights.data = np.round(weights.data * 4) - 1  # ties and negative entries
     for k in (1, 3, 20, 40):
