@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from models.metrics import ranking_metrics, rating_errors
 from models.tuning import tune_collaborative
-from models.references import REFERENCES, Reference
+from models.references import REFERENCES, Reference, TunedReference
 from models.split import FOLD_IN_FRACTION, POSITIVE_RATING, SEED, TEST_FRACTION, Pairs, holdout, pair_keys
 from recommenders import registry
 from recommenders.engine import Engine
@@ -275,18 +275,20 @@ def evaluate(dataset: str, items: Sequence[ItemRecord], interactions: pd.DataFra
     users = tested[np.diff(test.positives.indptr)[tested] > 0]  # ranking metrics need a test positive
     ratings = RatingTest.build(train, test, tested)
 
-    results, settings, notes = {}, {}, []
+    results, settings, tuned, notes = {}, {}, {}, []
     for name in tqdm(models, desc="models", unit="model", disable=not progress):
-        model = REFERENCES[name]() if name in REFERENCES else OurModel(name, data, columns)
+        model = REFERENCES[name](progress=progress) if name in REFERENCES else OurModel(name, data, columns)
         if model.requires_ratings and not train.has_ratings:
             notes.append(f"{name} skipped: the data set has no explicit ratings")
             continue
         results[name], model_notes = evaluate_model(model, train, test, users, ratings, K, progress)
         settings[name] = model.describe()
+        if isinstance(model, TunedReference):
+            tuned[name] = model.tuning()
         notes += model_notes
     fold_in = fold_in_check(index, train_events, test, users, K, progress)
     evaluation = {"dataset": dataset, "protocol": _protocol(K, index, train, test, users, ratings),
-                  "results": results, "fold_in": fold_in, "settings": settings, "notes": notes}
+                  "results": results, "fold_in": fold_in, "settings": settings, "tuned": tuned, "notes": notes}
     if tune:
         evaluation["tuning"] = tune_collaborative(index, train_events, train, progress)
     return {**evaluation, "runtime_seconds": time.perf_counter() - started}

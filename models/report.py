@@ -54,6 +54,21 @@ def markdown_table(evaluation: dict) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in [header, ["---"] * 2 + ["---:"] * len(COLUMNS), *rows])
 
 
+def _setting(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def tuned_markdown(evaluation: dict) -> str:
+    """The tuned references: the configuration each chose on the validation split, what it scored there
+    and on the test split, and what the search cost."""
+    header = ["model", "chosen", "validation NDCG@10", "test NDCG@10", "trials", "validation users", "tuning s"]
+    rows = [[name, ", ".join(f"{key}={_setting(value)}" for key, value in tuning["chosen"].items()),
+             f"{tuning['validation_ndcg@10']:.4f}", _cell(evaluation["results"][name]["ndcg@10"], "ndcg@10"),
+             str(len(tuning["trials"])), f"{tuning['validation_users']:,}", f"{tuning['tuning_seconds']:.1f}"]
+            for name, tuning in evaluation["tuned"].items()]
+    return "\n".join("| " + " | ".join(row) + " |" for row in [header, ["---"] * 2 + ["---:"] * 5, *rows])
+
+
 def bar_chart(evaluation: dict, path: Path) -> None:
     """Grouped bars: one group per model, one bar per ranking metric."""
     import matplotlib
@@ -117,6 +132,11 @@ def write_report(evaluation: dict, out_dir: Path) -> Path:
         "",
         *(f"- {name}: {setting}" for name, setting in evaluation["settings"].items()),
     ]
+    if evaluation.get("tuned"):
+        text += ["", "## Tuned references", "",
+                 "Each chose its hyperparameters by NDCG@10 on a validation split cut from the training pairs "
+                 "(20% of each user's, another seed), trying the same number of configurations, then refitted on "
+                 "all of train.", "", tuned_markdown(evaluation)]
     if evaluation["notes"]:
         text += ["", "## Notes", "", *(f"- {note}" for note in evaluation["notes"])]
     text += ["", f"Run time: {evaluation['runtime_seconds']:.0f} s.", ""]
@@ -155,7 +175,8 @@ def next_event_markdown(evaluation: dict) -> str:
 
 def write_json(evaluation: dict, path: Path) -> None:
     """The evaluation as JSON: dataset, protocol, results {name: kind, metrics, rmse, mae (null unless the model
-    predicts ratings), fit_seconds}, plus fold_in, settings, notes; NaN (no defined value) becomes null."""
+    predicts ratings), fit_seconds}, plus fold_in, settings, tuned {name: chosen, validation_ndcg@10,
+    validation_users, tuning_seconds, trials}, notes; NaN (no defined value) becomes null."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_null_nan(evaluation), indent=2) + "\n", encoding="utf-8")
 
