@@ -65,10 +65,12 @@ class EaseRecommender(Recommender):
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
         """Each user's binary live row (strongest preferences) times B, in B's float32: a float64
         row would make scipy copy the whole items x items matrix on every call."""
-        rows = data.preference_rows(users, limit=HISTORY_SCORED).tocoo()
-        positions = self._positions(rows.col)
+        rows = data.preference_rows(users, limit=HISTORY_SCORED)
+        positions = self._positions(rows.indices)
         modelled = positions >= 0
-        liked = sp.csr_matrix((np.ones(modelled.sum(), np.float32), (rows.row[modelled], positions[modelled])),
+        # CSR arrays directly: via COO, scipy's conversions cost more than the product for one user
+        indptr = np.concatenate([[0], np.cumsum(modelled)])[rows.indptr]
+        liked = sp.csr_matrix((np.ones(indptr[-1], np.float32), positions[modelled], indptr),
                               shape=(len(users), len(self.modelled)))
         scores = np.zeros((len(users), data.n_items))
         scores[:, self.modelled] = np.maximum(liked @ self.weights, 0.0)
