@@ -21,6 +21,7 @@ from sklearn.preprocessing import normalize
 
 from recommenders.interaction_data import InteractionData
 from recommenders.persistence import Value, load_arrays, save_arrays
+from recommenders.sparse_state import csr_of
 
 R = TypeVar("R", bound="Recommender")
 PARAMS_FILE, STATE_FILE = "params.json", "state.npz"
@@ -123,7 +124,7 @@ def _dot_row(weights: np.ndarray, used: np.ndarray, matrix: sp.csr_matrix) -> np
     in storage order), so the result is the same to the bit.
     """
     if int((matrix.indptr[used + 1] - matrix.indptr[used]).sum()) > SPARSE_PRODUCT_ENTRIES:
-        query = sp.csr_matrix((weights, used, np.array([0, used.size])), shape=(1, matrix.shape[0]))
+        query = csr_of(weights, used, np.array([0, used.size]), (1, matrix.shape[0]))
         return (query @ matrix).toarray()
     entries, lengths = row_entries(matrix, used)
     products = matrix.data[entries] * np.repeat(weights, lengths)

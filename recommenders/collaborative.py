@@ -13,6 +13,7 @@ from recommenders.base import (Recommender, dot_rows, fitted_columns, l2_rows, n
                                unseen_rows)
 from recommenders.interaction_data import HISTORY_SCORED, InteractionData
 from recommenders.persistence import Value
+from recommenders.sparse_state import csr_of
 
 
 class UserBasedRecommender(Recommender):
@@ -77,7 +78,7 @@ class UserBasedRecommender(Recommender):
         # CSR from the nonzero cells, as sp.csr_matrix(similarity) builds it, without its detour through COO
         rows, columns = np.nonzero(similarity)
         indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(users)))])
-        return sp.csr_matrix((similarity[rows, columns], columns, indptr), shape=similarity.shape)
+        return csr_of(similarity[rows, columns], columns, indptr, similarity.shape)
 
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
         return padded(dot_rows(self.neighbours_of(data, users), self._users), data.n_items)

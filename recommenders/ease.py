@@ -8,11 +8,11 @@ popular `max_items` items are modelled (memory max_items^2 floats); the rest sco
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from recommenders.base import Recommender
 from recommenders.interaction_data import HISTORY_SCORED, InteractionData
 from recommenders.persistence import Value
+from recommenders.sparse_state import csr_of
 
 
 class EaseRecommender(Recommender):
@@ -70,8 +70,7 @@ class EaseRecommender(Recommender):
         modelled = positions >= 0
         # CSR arrays directly: via COO, scipy's conversions cost more than the product for one user
         indptr = np.concatenate([[0], np.cumsum(modelled)])[rows.indptr]
-        liked = sp.csr_matrix((np.ones(indptr[-1], np.float32), positions[modelled], indptr),
-                              shape=(len(users), len(self.modelled)))
+        liked = csr_of(np.ones(indptr[-1], np.float32), positions[modelled], indptr, (len(users), len(self.modelled)))
         scores = np.zeros((len(users), data.n_items))
         scores[:, self.modelled] = np.maximum(liked @ self.weights, 0.0)
         return scores
