@@ -21,7 +21,6 @@ from sklearn.preprocessing import normalize
 
 from recommenders.interaction_data import InteractionData
 from recommenders.persistence import Value, load_arrays, save_arrays
-from recommenders.sparse_state import csr_of
 
 R = TypeVar("R", bound="Recommender")
 PARAMS_FILE, STATE_FILE = "params.json", "state.npz"
@@ -110,12 +109,12 @@ def dot_rows(rows: sp.csr_matrix, matrix: sp.csr_matrix) -> np.ndarray:
     return np.asarray(matrix[used].T @ block.T).T
 
 
-# Above this many entries of `matrix` to read, one user's product goes through scipy's sparse x sparse
-# product (C loops, ~0.2 ms of checks), below it through numpy (no checks, but arrays as long as the
-# entries). Measured at ml-1m: numpy 0.08 against 0.22 ms below 2,000 entries (content profiles),
-# 0.33 against 0.37 ms at 20-40k, 0.81 against 0.58 at 40-80k, 3.4 against 0.8 ms past 80k (the
-# neighbours of a heavy user's 200 items).
-SPARSE_PRODUCT_ENTRIES = 40_000
+# Above this many entries of `matrix` to read, one user's product goes through scipy (its row slicing
+# and a transposed matrix-vector product, C loops behind ~0.2 ms of checks), below it through numpy (no
+# checks, but arrays as long as the entries). Measured at ml-1m: numpy 0.09 against 0.20 ms below 2,000
+# entries (content profiles), 0.23 against 0.27 at 10-20k, 0.33 against 0.30 at 20-40k, 3.3 against
+# 0.5 ms past 80k (the neighbours of a heavy user's 200 items; scipy's sparse x sparse took 0.6 there).
+SPARSE_PRODUCT_ENTRIES = 20_000
 
 
 def _dot_row(weights: np.ndarray, used: np.ndarray, matrix: sp.csr_matrix) -> np.ndarray:
@@ -126,8 +125,7 @@ def _dot_row(weights: np.ndarray, used: np.ndarray, matrix: sp.csr_matrix) -> np
     in storage order), so the result is the same to the bit.
     """
     if int((matrix.indptr[used + 1] - matrix.indptr[used]).sum()) > SPARSE_PRODUCT_ENTRIES:
-        query = csr_of(weights, used, np.array([0, used.size]), (1, matrix.shape[0]))
-        return (query @ matrix).toarray()
+        return np.asarray(matrix[used].T @ weights)[None, :]
     entries, lengths = row_entries(matrix, used)
     products = matrix.data[entries] * np.repeat(weights, lengths)
     return np.bincount(matrix.indices[entries], weights=products, minlength=matrix.shape[1])[None, :]
