@@ -82,8 +82,8 @@ class Recommender(ABC):
 def l2_rows(matrix: sp.spmatrix) -> sp.csr_matrix:
     """Rows scaled to unit length (all-zero rows stay zero); an empty matrix comes back as it is."""
     if matrix.shape[0] == 1 and matrix.shape[1] and matrix.format == "csr" and matrix.dtype == np.float64:
-        # One user's row (a request): sklearn's input checks cost 0.1 ms, ten times the arithmetic. Its
-        # sum of squares runs left to right, as a cumulative sum does, so the row is the same to the bit.
+        # One user's row (a request): sklearn's input checks were 13% of a hybrid answer at ml-1m (py-spy).
+        # Its sum of squares runs left to right, as a cumulative sum does, so the row is the same to the bit.
         squares = np.cumsum(matrix.data * matrix.data)
         if squares.size == 0 or squares[-1] == 0.0:
             return matrix.copy()
@@ -223,8 +223,8 @@ def top_k_unseen(data: InteractionData, scores: np.ndarray, users: np.ndarray, k
 def unseen_rows(data: InteractionData, users: np.ndarray) -> np.ndarray:
     """users x items boolean: True where the user has not seen the item (what blends normalise over).
 
-    From the memoised seen items, not a dense copy of the users' sparse rows: for one user that
-    conversion cost more than everything else in the mask."""
+    From the memoised seen items, not a dense copy of a CSR of them: for one user building that CSR
+    (scipy's checks) and its copy took ~0.1 ms, this 0.01 ms."""
     unseen = np.ones((len(users), data.n_items), dtype=bool)
     for row, user in enumerate(users.tolist()):
         unseen[row, data.seen_items(user)] = False
