@@ -9,9 +9,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recommenders.base import Recommender, fitted_columns, dot_rows, l2_rows, normalise_rows, padded, top_k_unseen
+from recommenders.base import (Recommender, dot_rows, fitted_columns, l2_rows, normalise_rows, padded, top_k_unseen,
+                               unseen_rows)
 from recommenders.interaction_data import HISTORY_SCORED, InteractionData
 from recommenders.persistence import Value
+from recommenders.sparse_state import csr_of
 
 
 class UserBasedRecommender(Recommender):
@@ -73,7 +75,10 @@ class UserBasedRecommender(Recommender):
             kth = -np.partition(-similarity, self.neighbours - 1, axis=1)[:, self.neighbours - 1:self.neighbours]
             similarity[similarity < kth] = 0.0
         similarity[similarity < 0] = 0.0
-        return sp.csr_matrix(similarity)
+        # CSR from the nonzero cells, as sp.csr_matrix(similarity) builds it, without its detour through COO
+        rows, columns = np.nonzero(similarity)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(users)))])
+        return csr_of(similarity[rows, columns], columns, indptr, similarity.shape)
 
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
         return padded(dot_rows(self.neighbours_of(data, users), self._users), data.n_items)
@@ -178,7 +183,7 @@ class CollaborativeBlend:
 
     def part_scores(self, data: InteractionData, users: np.ndarray) -> dict[str, np.ndarray]:
         """Each weighted part's scores, normalised over each user's unseen items."""
-        unseen = np.asarray(data.preference_rows(users, seen=True).todense()) == 0
+        unseen = unseen_rows(data, users)
         return {name: normalise_rows(model.score(data, users), unseen) for name, model in self.parts.items()
                 if self.weights.get(name, 0.0) > 0}
 

@@ -8,11 +8,11 @@ popular `max_items` items are modelled (memory max_items^2 floats); the rest sco
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from recommenders.base import Recommender
 from recommenders.interaction_data import HISTORY_SCORED, InteractionData
 from recommenders.persistence import Value
+from recommenders.sparse_state import csr_of
 
 
 class EaseRecommender(Recommender):
@@ -65,11 +65,12 @@ class EaseRecommender(Recommender):
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
         """Each user's binary live row (strongest preferences) times B, in B's float32: a float64
         row would make scipy copy the whole items x items matrix on every call."""
-        rows = data.preference_rows(users, limit=HISTORY_SCORED).tocoo()
-        positions = self._positions(rows.col)
+        rows = data.preference_rows(users, limit=HISTORY_SCORED)
+        positions = self._positions(rows.indices)
         modelled = positions >= 0
-        liked = sp.csr_matrix((np.ones(modelled.sum(), np.float32), (rows.row[modelled], positions[modelled])),
-                              shape=(len(users), len(self.modelled)))
+        # CSR arrays directly: via COO, scipy's conversions cost more than the product for one user
+        indptr = np.concatenate([[0], np.cumsum(modelled)])[rows.indptr]
+        liked = csr_of(np.ones(indptr[-1], np.float32), positions[modelled], indptr, (len(users), len(self.modelled)))
         scores = np.zeros((len(users), data.n_items))
         scores[:, self.modelled] = np.maximum(liked @ self.weights, 0.0)
         return scores

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from recommenders.base import row_entries
 from recommenders.collaborative import ItemBasedRecommender
 from recommenders.content_based import ContentRecommender
 from recommenders.interaction_data import InteractionData
@@ -65,8 +66,7 @@ class Explainer:
                             zip(open_positions, best, range(open_positions.size)) if affinity[row, column] > 0})
         return anchors
 
-    # Both slice the k recommended items' rows first: column indexing a 10-row matrix is cheap,
-    # column indexing the whole matrix is not.
+    # Both read only the k recommended items' rows: column indexing the whole matrix is not cheap.
     def _content_similarity(self, liked: np.ndarray, items: np.ndarray) -> np.ndarray | None:
         vectors = self.content.item_vectors
         if liked.max() >= vectors.shape[0] or items.max() >= vectors.shape[0]:
@@ -77,7 +77,16 @@ class Explainer:
         similarity = self.item_based.similarity
         if liked.max() >= similarity.shape[0] or items.max() >= similarity.shape[0]:
             return None
-        return similarity[items][:, liked].toarray().T
+        # The items' entries straight from the CSR arrays: scipy's row and column slicing, for a few
+        # hundred entries, was 6% of a hybrid answer at ml-1m (py-spy).
+        entries, lengths = row_entries(similarity, items)
+        row_of = np.full(similarity.shape[1], -1)  # liked item -> its row in the result (liked are distinct)
+        row_of[liked] = np.arange(liked.size)
+        rows = row_of[similarity.indices[entries]]
+        hit = rows >= 0
+        affinity = np.zeros((liked.size, items.size), similarity.dtype)
+        np.add.at(affinity, (rows[hit], np.repeat(np.arange(items.size), lengths)[hit]), similarity.data[entries[hit]])
+        return affinity
 
 
 def _name(data: InteractionData, item: int) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recommenders.base import candidate_mask, normalise, normalise_rows, top_k, top_k_unseen
+from recommenders.base import candidate_mask, normalise, normalise_rows, top_k, top_k_unseen, unseen_rows
 from recommenders.business_rules import ListShape
 from recommenders.calibration import POOL, calibrated_order, interest_shares
 from recommenders.interaction_data import InteractionData
@@ -68,7 +68,7 @@ class HybridRecommender:
     def weight_rows(self, data: InteractionData, users: np.ndarray, method: str | None = None) -> dict[str, np.ndarray]:
         """How much each component counts for each user now; each user's weights sum to 1."""
         method = method or self.method
-        history = np.diff(data.preference_rows(users, seen=True).indptr).astype(np.float64)
+        history = np.array([len(data.seen_items(user)) for user in users.tolist()], dtype=np.float64)
         zeros = np.zeros(len(users))
         if method == "switching":
             choice = self._switch(data, users, history)
@@ -96,7 +96,7 @@ class HybridRecommender:
 
     def score(self, data: InteractionData, users: np.ndarray, method: str | None = None) -> np.ndarray:
         """users x items blended scores, each component normalised over each user's unseen items."""
-        unseen = np.asarray(data.preference_rows(users, seen=True).todense()) == 0
+        unseen = unseen_rows(data, users)
         weights = self.weight_rows(data, users, method)
         blended = np.zeros((len(users), data.n_items))
         for name, w in weights.items():

@@ -392,8 +392,11 @@ class InteractionData:
         rating_items, rating_values = self.ratings.row(user)
         items = np.concatenate([event_items, rating_items])
         values = np.concatenate([event_values, self.weighting.rating_weight(rating_values)])
-        unique, inverse = np.unique(items, return_inverse=True)
-        summed = np.bincount(inverse, weights=values, minlength=len(unique))
+        if _increasing(items):  # no item both viewed and rated (all of ml-1m): nothing to sum, no sort
+            unique, summed = items, values.astype(np.float64)
+        else:
+            unique, inverse = np.unique(items, return_inverse=True)
+            summed = np.bincount(inverse, weights=values, minlength=len(unique))
         positive = summed > 0
         return unique[positive], summed[positive]
 
@@ -416,6 +419,8 @@ class InteractionData:
         """The users' live rows as one len(users) x n_items CSR: preference weights, or 1 per seen item
         with `seen`; with `limit`, only each user's `limit` strongest preferences."""
         if len(users) == 1:  # a request asks for one user's rows several times: build them once
+            if limit is not None and not seen and len(self.preference_row(int(users[0]))[0]) <= limit:
+                limit = None  # the same row as without a limit: share it (scipy's CSR checks cost ~40 us a row)
             return self.memo(f"rows:{seen}:{limit}", lambda: self._rows(users, seen, limit), key=int(users[0]))
         return self._rows(users, seen, limit)
 
@@ -432,8 +437,7 @@ class InteractionData:
         """Every item the user interacted with, liked or not: never recommended back."""
         if user is None:
             return np.empty(0, np.int64)
-        return self.memo("seen_items", lambda: np.union1d(self.events.row(user)[0], self.ratings.row(user)[0]),
-                         key=user)
+        return self.memo("seen_items", lambda: _union(self.events.row(user)[0], self.ratings.row(user)[0]), key=user)
 
     def preference_matrix(self) -> sp.csr_matrix:
         """All users' preferences as of the last compaction (what whole-matrix models fit on)."""
@@ -525,6 +529,18 @@ class EventColumns:
         columns = list(zip(*rows)) if rows else [()] * 6
         dtypes = (object, object, object, np.float64, np.float64, np.int64)
         return cls(*(np.array(column, dtype) for column, dtype in zip(columns, dtypes)))
+
+
+def _increasing(items: np.ndarray) -> bool:
+    """Whether the indices are sorted without repeats (as one CSR row's are)."""
+    return bool((items[1:] > items[:-1]).all())
+
+
+def _union(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """np.union1d, without its sort when the two rows together are already sorted and distinct:
+    for a user with 400 ratings and no other events, 7 us instead of 50 (reading the rows takes 6)."""
+    items = np.concatenate([first, second])
+    return items if _increasing(items) else np.unique(items)
 
 
 def _without_row(matrix: IncrementalMatrix, row: int, combine: Combine) -> IncrementalMatrix:
