@@ -51,10 +51,10 @@ K = 10
 SEED = 42
 DAY = 86400.0
 SPLITS = ("temporal", "random")
-# Measured on ml-100k (holdout NDCG@10 of the served ranker against the blend's 0.3790): shallow trees
-# and large leaves (31 leaves or 20-row leaves fit the training users' noise: 0.3628-0.3709); a rate of
-# 0.05 gets in 25-50 trees what 0.02 gets in 100-200 (0.3821-0.3823 against 0.3812). Prediction is
-# row by row in LightGBM, ~45 ns per row and tree, on the request path: trees are latency.
+# Measured on ml-100k (holdout NDCG@10 of the served ranker against the blend's 0.3790, docs/evaluation.md):
+# 31 leaves fit the training users' noise (0.3373-0.3701), and so do many trees (at rate 0.05: 0.3823
+# after 25, 0.3709 after 200); a rate of 0.05 gets in 25-50 trees what 0.02 gets in 100-200. Prediction
+# is row by row in LightGBM, ~45 ns per row and tree, on the request path: trees are latency.
 BOOSTER_PARAMS = {"objective": "lambdarank", "metric": "ndcg", "ndcg_eval_at": [K], "learning_rate": 0.05,
                   "num_leaves": 15, "min_data_in_leaf": 100, "feature_fraction": 0.9, "bagging_fraction": 0.8,
                   "bagging_freq": 1, "lambdarank_truncation_level": 20, "num_threads": 1, "seed": SEED,
