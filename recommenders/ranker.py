@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recommenders.base import normalise_rows
+from recommenders.base import normalise_rows, unseen_rows
 from recommenders.calibration import interest_shares
 from recommenders.interaction_data import TYPE_CODES, EventColumns, EventWeighting, InteractionData
 from recommenders.persistence import Value
@@ -95,7 +95,7 @@ def feature_names(hybrid: "HybridRecommender") -> list[str]:
 def candidates(hybrid: "HybridRecommender", data: InteractionData, users: np.ndarray,
                item_first_seen: np.ndarray, price_band: np.ndarray) -> Candidates:
     """Every signal's top unseen items for each user, with the pair features; array in, array out."""
-    unseen = np.asarray(data.preference_rows(users, seen=True).todense()) == 0
+    unseen = unseen_rows(data, users)
     collaborative = hybrid.components[COLLABORATIVE]
     signals = {name: normalise_rows(part.score(data, users), unseen) for name, part in collaborative.parts.items()}
     signals[COLLABORATIVE] = normalise_rows(collaborative.combine(signals, unseen.shape), unseen)
@@ -119,7 +119,7 @@ def candidates(hybrid: "HybridRecommender", data: InteractionData, users: np.nda
     chosen &= unseen
     rows, items = np.nonzero(chosen)
 
-    history = np.diff(data.preference_rows(users, seen=True).indptr).astype(np.float32)
+    history = (~unseen).sum(axis=1).astype(np.float32)
     behaviour = np.array([data.recent.of(user).behaviour_share() for user in users.tolist()], np.float32)
     affinity = _category_affinity(data, users)
     category = data.item_category[items]
