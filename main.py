@@ -269,7 +269,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         store = Store(settings.database_url)
         try:
-            with tqdm(total=len(registrations()), desc="reading the log", unit="model",
+            with tqdm(total=len(registrations()) + (settings.ranker != "off"), desc="reading the log", unit="model",
                       disable=not interactive) as bar:
                 def fitted(name: str) -> None:
                     bar.set_description(f"fitted {name}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -121,6 +122,10 @@ class Settings(BaseSettings):
     impression_buffer_max: int = 200_000  # unwritten impressions kept while the store is down
     experiments_refresh_seconds: float = 1.0  # how soon every process sees an experiment start or stop
     bandit_refresh_seconds: float = 5.0  # Thompson shares and exploration candidates, from the store
+    # The learned second stage (recommenders/ranker.py), learnt at each train on what users did next
+    # ("temporal") or on a random share of their events ("random"). Off by default: on the next-event
+    # protocol either loses to the blend (docs/evaluation.md, "The learned ranker").
+    ranker: Literal["temporal", "random", "off"] = "off"
 
 
     @property

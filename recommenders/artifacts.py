@@ -6,6 +6,8 @@
         state.npz              the model state: id maps, catalog, preference snapshots, recent
                                events, popularity, trending, co-occurrence
         components/<name>/     each registered component's params.json + state.npz
+        ranker.npz             the learned second stage (LightGBM's model text and its feature inputs),
+                               when one was kept
 
 Everything is numpy/scipy arrays in `.npz` files and JSON (recommenders/persistence.py): no
 pickles of live objects, nothing runs code on load. A folder is written under a hidden temporary
@@ -31,11 +33,12 @@ from recommenders.engine import Engine
 from recommenders.hybrid import HybridPolicy
 from recommenders.interaction_data import EventWeighting, InteractionData
 from recommenders.persistence import load_arrays, save_arrays
+from recommenders.ranker import LearnedRanker
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-MANIFEST, STATE, COMPONENTS = "manifest.json", "state.npz", "components"
+MANIFEST, STATE, COMPONENTS, RANKER = "manifest.json", "state.npz", "components", "ranker.npz"
 _NAME = re.compile(r"^model-(\d{12})-(\d{13})$")
 
 
@@ -70,6 +73,8 @@ def write_artifact(engine: Engine, model_dir: Path, keep: int = 3) -> Artifact:
         save_arrays(staging / STATE, engine.data.state())
         for component_name, component in engine.components.items():
             component.save(staging / COMPONENTS / component_name)
+        if engine.ranker is not None:
+            save_arrays(staging / RANKER, engine.ranker.state())
         manifest = {
             "format": FORMAT, "version": name, "fitted_through_seq": engine.fitted_through_seq,
             "fitted_at": engine.fitted_at, "fit_seconds": round(engine.fit_seconds, 3), "written_at": written_ms / 1000,
@@ -80,6 +85,7 @@ def write_artifact(engine: Engine, model_dir: Path, keep: int = 3) -> Artifact:
                          "hybrid": dataclasses.asdict(engine.hybrid.policy),
                          "collaborative_weights": engine.collaborative.weights},
             "components": {name: type(c).__name__ for name, c in engine.components.items()},
+            "ranker": engine.ranker_report,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         _fsync_tree(staging)
@@ -127,6 +133,7 @@ def load_engine(artifact: Artifact, policy: HybridPolicy | None = None,
         data = InteractionData.from_state(load_arrays(artifact.path / STATE), weighting)
         loaded = {name: registry.component_class(name).load(artifact.path / COMPONENTS / name)
                   for name in registry.registrations() if (artifact.path / COMPONENTS / name).is_dir()}
+        ranker = LearnedRanker.from_state(load_arrays(artifact.path / RANKER)) if (artifact.path / RANKER).is_file() else None
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
         raise UnreadableArtifactError(f"{artifact.path}: {error!r}") from error
     components = {}
@@ -137,7 +144,8 @@ def load_engine(artifact: Artifact, policy: HybridPolicy | None = None,
             log.warning("artifact %s has no %s: fitting it now", artifact.version, name)
             components[name] = registry.registrations()[name].factory().fit(data)
     engine = Engine(data, components, policy or HybridPolicy(**manifest["settings"]["hybrid"]),
-                    collaborative_weights)
+                    collaborative_weights, ranker)
+    engine.ranker_report = manifest.get("ranker", {})
     engine.fitted_through_seq = engine.position = artifact.fitted_through_seq
     engine.fitted_at, engine.fit_seconds = float(manifest["fitted_at"]), float(manifest["fit_seconds"])
     return engine

@@ -188,9 +188,14 @@ class CollaborativeBlend:
                 if self.weights.get(name, 0.0) > 0}
 
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
-        blended = np.zeros((len(users), data.n_items))
-        for name, scores in self.part_scores(data, users).items():
-            blended += self.weights[name] * scores
+        return self.combine(self.part_scores(data, users), (len(users), data.n_items))
+
+    def combine(self, part_scores: dict[str, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+        """The weighted sum of normalised part scores (as `part_scores` returns them; unweighted parts are skipped)."""
+        blended = np.zeros(shape)
+        for name, scores in part_scores.items():
+            if self.weights.get(name, 0.0) > 0:
+                blended += self.weights[name] * scores
         return blended
 
     def recommend(self, data: InteractionData, users: np.ndarray, k: int) -> np.ndarray:

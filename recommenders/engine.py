@@ -21,6 +21,7 @@ from recommenders.explanations import Explainer
 from recommenders.exploration import explore
 from recommenders.hybrid import BlendTuning, HybridPolicy, HybridRecommender, rank_contributions
 from recommenders.interaction_data import EventColumns, EventWeighting, InteractionData
+from recommenders.ranker import LearnedRanker, fit_ranker
 from recommenders.realtime import RealtimeRecommender
 from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, Recommendation
 
@@ -46,13 +47,16 @@ class UnknownKeyError(LookupError):
 
 class Engine:
     def __init__(self, data: InteractionData, components: dict[str, Recommender],
-                 policy: HybridPolicy = HybridPolicy(), collaborative_weights: dict[str, float] | None = None) -> None:
+                 policy: HybridPolicy = HybridPolicy(), collaborative_weights: dict[str, float] | None = None,
+                 ranker: LearnedRanker | None = None) -> None:
         self.data = data
         self.components = components
         weights = registry.collaborative_weights(collaborative_weights)
         self.collaborative = CollaborativeBlend({name: components[name] for name in weights}, weights)
         self.hybrid = HybridRecommender({"collaborative": self.collaborative, "content": components["content"],
-                                         "behavior": components["behavior"], "popular": components["popular"]}, policy)
+                                         "behavior": components["behavior"], "popular": components["popular"]}, policy,
+                                        ranker=ranker)
+        self.ranker_report: dict = {}  # how the last ranker fit went (kept or not, and why)
         self.realtime = RealtimeRecommender(components["behavior"], components["content"], self.hybrid)
         self.explainer = Explainer(components["content"], components["item_based"])
         self._lock = threading.RLock()
@@ -70,13 +74,29 @@ class Engine:
     def build(cls, items: Sequence[ItemRecord], user_ids: Iterable[str],
               interactions: Iterable[InteractionRecord] | EventColumns, weighting: EventWeighting = EventWeighting(),
               policy: HybridPolicy = HybridPolicy(), collaborative_weights: dict[str, float] | None = None,
-              on_component: Callable[[str], None] | None = None) -> "Engine":
-        """A fitted engine from records or columns (what the store or a data loader returns)."""
+              on_component: Callable[[str], None] | None = None, ranker: str = "off") -> "Engine":
+        """A fitted engine from records or columns (what the store or a data loader returns).
+
+        With `ranker` one of ranker.SPLITS, the second stage is learnt too (recommenders/ranker.py):
+        the components are fitted a second time on 80% of each user's events, so the fit takes about twice as long."""
+        if not isinstance(interactions, EventColumns):
+            interactions = EventColumns.from_records(interactions)
         components = {name: entry.factory() for name, entry in registry.registrations().items()}
         engine = cls(InteractionData(items, user_ids, interactions, weighting), components, policy,
                      collaborative_weights)
         engine.fit(on_component)
+        if ranker != "off":
+            every_user = engine.data.users.ids_of(range(engine.data.n_users))
+            engine.hybrid.ranker, engine.ranker_report = fit_ranker(
+                lambda part: cls.build(items, every_user, part, weighting, policy, collaborative_weights, ranker="off"),
+                engine.data, interactions, ranker)
+            if on_component is not None:
+                on_component("ranker")
         return engine
+
+    @property
+    def ranker(self) -> LearnedRanker | None:
+        return self.hybrid.ranker
 
     def fit(self, on_component: Callable[[str], None] | None = None) -> None:
         """Fit every component on the current state; `on_component(name)` after each (progress bars)."""
@@ -240,7 +260,7 @@ class Engine:
             policy = replace(policy, collaborative_new=new, collaborative_experienced=experienced,
                              collaborative_heavy=heavy)
         hybrid = HybridRecommender({**self.hybrid.components, registry.COLLABORATIVE: collaborative}, policy,
-                                   self.hybrid.method)
+                                   self.hybrid.method, self.hybrid.ranker)
         return collaborative, hybrid
 
     def realtime_recommend(self, user_id: str | None, k: int, product_id: str | None = None,

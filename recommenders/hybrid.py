@@ -11,6 +11,7 @@ Every component is min-max normalised over the candidate items before blending.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,8 +21,12 @@ from recommenders.calibration import POOL, calibrated_order, interest_shares
 from recommenders.interaction_data import InteractionData
 from recommenders.registry import COLLABORATIVE
 
+if TYPE_CHECKING:
+    from recommenders.ranker import LearnedRanker
+
 METHODS = ("weighted", "adaptive", "switching")
 DOMINANT_SHARE = 0.7  # a component giving this share of an item's score names its strategy
+RANKED_OUT = 0.01  # with a ranker, items it did not see rank below its candidates, scaled into 0..RANKED_OUT
 
 
 @dataclass(frozen=True)
@@ -53,10 +58,12 @@ class HybridRecommender:
 
     name = "hybrid"
 
-    def __init__(self, components: dict, policy: HybridPolicy = HybridPolicy(), method: str = "weighted") -> None:
+    def __init__(self, components: dict, policy: HybridPolicy = HybridPolicy(), method: str = "weighted",
+                 ranker: "LearnedRanker | None" = None) -> None:
         self.components = components  # keys: collaborative, content, behavior, popular
         self.policy = policy
         self.method = method
+        self.ranker = ranker  # the learned second stage, which orders this blend's candidates (None: the blend's order)
 
     def weight_rows(self, data: InteractionData, users: np.ndarray, method: str | None = None) -> dict[str, np.ndarray]:
         """How much each component counts for each user now; each user's weights sum to 1."""
@@ -98,7 +105,12 @@ class HybridRecommender:
         return blended
 
     def recommend(self, data: InteractionData, users: np.ndarray, k: int) -> np.ndarray:
-        return top_k_unseen(data, self.score(data, users), users, k)
+        if self.ranker is None:
+            return top_k_unseen(data, self.score(data, users), users, k)
+        found = self.ranker.candidates(self, data, users)
+        scores = np.full((len(users), data.n_items), -np.inf)
+        scores[found.rows, found.items] = self.ranker.predict(found)
+        return top_k_unseen(data, scores, users, k)
 
     def blend(self, data: InteractionData, user: int, weights: dict[str, float],
               candidates: np.ndarray) -> dict[str, np.ndarray]:
@@ -111,10 +123,32 @@ class HybridRecommender:
                            shape: ListShape | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Top-k (items, scores, strategy per item): the strategy is the dominant component, or "hybrid"."""
         candidates = candidate_mask(data, user, None if shape is None else shape.allowed)
-        contributions = self.blend(data, user, self.weights(data, user, method), candidates)
-        items, scores, labels = rank_contributions(data, user, POOL * k, contributions, candidates, shape)
+        if self.ranker is not None and method in (None, self.method):
+            contributions, order = self._ranked(data, user)
+        else:
+            contributions, order = self.blend(data, user, self.weights(data, user, method), candidates), None
+        items, scores, labels = rank_contributions(data, user, POOL * k, contributions, candidates, shape, order)
         order = calibrated_order(scores, data.item_category[items], interest_shares(data, user), k)
         return items[order], scores[order], [labels[i] for i in order]
+
+    def taste(self, data: InteractionData, user: int, candidates: np.ndarray) -> np.ndarray:
+        """The user's long-term order over items, for the real-time push to keep: the ranker's where one
+        was learnt (it learnt what people do next), else the blend's."""
+        if self.ranker is not None:
+            return self._ranked(data, user)[1]
+        return sum(self.blend(data, user, self.weights(data, user), candidates).values())
+
+    def _ranked(self, data: InteractionData, user: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The blend's contributions (they name each item's strategy) and the ranker's order: its
+        candidates by predicted relevance scaled to RANKED_OUT..1, then every other item by blended score
+        below them, so a filter that leaves few candidates still gets a full list (and a boost still lifts)."""
+        users = np.array([user])
+        found = self.ranker.candidates(self, data, users)
+        weights = self.weight_rows(data, users)
+        contributions = {name: w[0] * found.signals[name][0] for name, w in weights.items() if w[0] > 0}
+        order = RANKED_OUT * sum(contributions.values())
+        order[found.items] = RANKED_OUT + (1 - RANKED_OUT) * normalise(self.ranker.predict(found))
+        return contributions, order
 
     def _tier(self, history: np.ndarray) -> np.ndarray:
         policy = self.policy
@@ -128,11 +162,15 @@ class HybridRecommender:
 
 
 def rank_contributions(data: InteractionData, user: int | None, k: int, contributions: dict[str, np.ndarray],
-                       candidates: np.ndarray, shape: ListShape | None = None,
+                       candidates: np.ndarray, shape: ListShape | None = None, order: np.ndarray | None = None,
                        ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Top-k of summed contributions among the candidates, each labelled with its dominant component;
-    with a `shape`, scores are boosted (the answer shows the boosted score) and the caps hold."""
-    scores = sum(contributions.values()) if contributions else np.zeros(data.n_items)
+    """Top-k of summed contributions (or of `order`, a ranker's scores) among the candidates, each
+    labelled with its dominant component; with a `shape`, scores are boosted (the answer shows the
+    boosted score) and the caps hold."""
+    if order is not None:
+        scores = order
+    else:
+        scores = sum(contributions.values()) if contributions else np.zeros(data.n_items)
     if shape is not None and shape.boost is not None:
         scores = scores * shape.boost
     # among equal scores, the more popular first (any increasing rescale of popularity orders the same)

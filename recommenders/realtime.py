@@ -4,9 +4,9 @@ Two signals, blended by one balance, TASTE_SHARE:
 - the product (1 - TASTE_SHARE): "people who did this also did..." (co-occurrence, the behaviour
   signal) and items like it (content, which also covers a product nobody has touched yet). After a
   view, alternatives count as much as complements; after a purchase or add-to-cart, complements lead.
-- the user's long-term taste (TASTE_SHARE): the hybrid's blend for them (collaborative and content,
-  weighted by their history; content carries their brand and category affinity). One click on
-  another brand's phone must not wipe out a history of Apple ratings.
+- the user's long-term taste (TASTE_SHARE): the hybrid's order for them (its learned ranker's, else its
+  blend of collaborative and content weighted by their history; content carries their brand and
+  category affinity). One click on another brand's phone must not wipe out a history of Apple ratings.
 A signal with nothing to say (a new product, a new user) hands its share to the other; with neither, popular.
 """
 from __future__ import annotations
@@ -77,10 +77,10 @@ class RealtimeRecommender:
         return {name: (weights[name] / total) * normalise(s, candidates) for name, s in signals.items()}
 
     def _taste(self, data: InteractionData, user: int | None, candidates: np.ndarray) -> np.ndarray | None:
-        """The hybrid's blend for the user (only its order counts); None for a user with no history."""
+        """The hybrid's order for the user (only the order counts); None for a user with no history."""
         if user is None or len(data.seen_items(user)) == 0:
             return None
-        return sum(self.hybrid.blend(data, user, self.hybrid.weights(data, user), candidates).values())
+        return self.hybrid.taste(data, user, candidates)
 
 
 def reciprocal_rank(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:

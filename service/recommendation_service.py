@@ -540,7 +540,8 @@ def train(store: Store, settings: Settings, on_component: Callable[[str], None] 
     engine = Engine.build(store.all_items(), store.all_user_ids(),
                           EventColumns.from_frame(store.interaction_frame(until_seq=through)),
                           EventWeighting(**settings.event_weights.model_dump()),
-                          HybridPolicy(**settings.hybrid.model_dump()), settings.collaborative_weights, on_component)
+                          HybridPolicy(**settings.hybrid.model_dump()), settings.collaborative_weights, on_component,
+                          settings.ranker)
     engine.fitted_through_seq = engine.position = through
     artifact = write_artifact(engine, settings.model_path, settings.model_keep)
     store.record_checkpoint(through, engine.fit_seconds)

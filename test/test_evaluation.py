@@ -360,3 +360,22 @@ def test_simplex_grid_covers_every_weighting_that_sums_to_one():
     grid = simplex_grid(["a", "b", "c"], step=0.5)
     assert len(grid) == 6 and all(sum(w.values()) == pytest.approx(1.0) for w in grid)
     assert {"a": 0.5, "b": 0.5, "c": 0.0} in grid and {"a": 0.0, "b": 0.0, "c": 1.0} in grid
+
+
+def test_the_bar_is_our_best_row_against_the_best_tuned_reference_and_the_chart_draws_it(tmp_path, capsys):
+    """An untuned reference never sets the bar (issue 11 compares with tuned ones), and the chart
+    command reads the runs' JSON and says the ratio."""
+    from models.report import against_tuned, main as report_main, write_json
+
+    results = {"hybrid_weighted": {"kind": "ours", "ndcg@10": 0.30}, "hybrid_ranked": {"kind": "ours", "ndcg@10": 0.33},
+               "ease": {"kind": "reference", "ndcg@10": 0.30}, "ials_tuned": {"kind": "reference", "ndcg@10": 0.31},
+               "implicit_als": {"kind": "reference", "ndcg@10": 0.50}}
+    evaluation = {"dataset": "toy", "results": results, "tuned": {"ease": {}, "ials_tuned": {}}}
+    summary = against_tuned(evaluation)
+    assert (summary["ours"], summary["tuned"]) == ("hybrid_ranked", "ials_tuned")
+    assert summary["ratio"] == pytest.approx(0.33 / 0.31) and summary["met"]
+    assert against_tuned({**evaluation, "tuned": {}}) is None
+    write_json(evaluation, tmp_path / "toy.json")
+    assert report_main([str(tmp_path / "chart.png"), str(tmp_path / "toy.json")]) == 0
+    assert (tmp_path / "chart.png").stat().st_size > 0
+    assert "hybrid_ranked 0.3300 / ials_tuned 0.3100 = 1.065" in capsys.readouterr().out
