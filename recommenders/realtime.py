@@ -6,7 +6,8 @@ Two signals, blended by one balance, TASTE_SHARE:
   view, alternatives count as much as complements; after a purchase or add-to-cart, complements lead.
 - the user's long-term taste (TASTE_SHARE): the hybrid's order for them (its learned ranker's, else its
   blend of collaborative and content weighted by their history; content carries their brand and
-  category affinity). One click on another brand's phone must not wipe out a history of Apple ratings.
+  category affinity; for a newcomer, half popularity). One click on another brand's phone must not wipe
+  out a history of Apple ratings.
 A signal with nothing to say (a new product, a new user) hands its share to the other; with neither, popular.
 """
 from __future__ import annotations

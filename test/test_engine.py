@@ -252,3 +252,14 @@ def test_an_empty_shop_starts_and_learns_from_its_first_items_and_events():
     engine.observe(event("u", "a", EventType.PURCHASE))
     assert ids(engine.recommend("u", 1, "content_based")) == ["b"]
     assert ids(Engine.build([ItemRecord("x", "X"), ItemRecord("y", "Y")], [], []).recommend("v", 2)) == ["x", "y"]
+
+
+def test_a_newcomers_push_keeps_what_is_popular_next_to_the_product():
+    """A user with one event has no taste to speak of: half of what the push keeps of it is popularity
+    (hybrid.NEWCOMER_POPULAR_SHARE), as their next choices mostly are, so the shop's hit shows next to
+    the tools like the one on screen."""
+    history = [rating(f"u{u}", "fruit0", 5, t=u) for u in range(30)]  # the hit
+    history += [rating(f"u{u}", f"tool{u}", 4, t=40 + u) for u in range(4)]
+    engine = Engine.build(ITEMS, ["newcomer"], history + [event("newcomer", "tool5", EventType.VIEW, t=50)])
+    pushed = ids(engine.realtime_recommend("newcomer", 5, "tool5"))
+    assert "fruit0" in pushed and sum(item.startswith("tool") for item in pushed) >= 3, pushed
