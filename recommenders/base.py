@@ -128,7 +128,9 @@ def _dot_row(weights: np.ndarray, used: np.ndarray, matrix: sp.csr_matrix) -> np
         return np.asarray(matrix[used].T @ weights)[None, :]
     entries, lengths = row_entries(matrix, used)
     products = matrix.data[entries] * np.repeat(weights, lengths)
-    return np.bincount(matrix.indices[entries], weights=products, minlength=matrix.shape[1])[None, :]
+    # float64 always: given no entries (the rows read are all empty), bincount returns int64 zeros
+    sums = np.bincount(matrix.indices[entries], weights=products, minlength=matrix.shape[1])
+    return sums.astype(np.float64, copy=False)[None, :]
 
 
 def row_entries(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

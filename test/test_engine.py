@@ -263,3 +263,14 @@ def test_a_newcomers_push_keeps_what_is_popular_next_to_the_product():
     engine = Engine.build(ITEMS, ["newcomer"], history + [event("newcomer", "tool5", EventType.VIEW, t=50)])
     pushed = ids(engine.realtime_recommend("newcomer", 5, "tool5"))
     assert "fruit0" in pushed and sum(item.startswith("tool") for item in pushed) >= 3, pushed
+
+
+def test_a_user_who_liked_only_an_item_without_known_text_gets_an_answer(engine):
+    """Found by schemathesis: an item posted after the fit whose words, category and brand the content
+    model never saw has an empty vector, and one user's profile summed over nothing came back as
+    integers (a 500)."""
+    engine.add_item(ItemRecord("odd", "zzqx", "newcategory", "newbrand"))
+    engine.observe(rating("only_odd", "odd", 5, t=20))
+    assert engine.components["content"].item_vectors[engine.data.items.get("odd")].nnz == 0
+    assert len(engine.recommend("only_odd", 3)) == 3
+    assert len(engine.recommend("only_odd", 3, "content_based")) == 3
