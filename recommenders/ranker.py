@@ -213,7 +213,7 @@ def ndcg_at_k(candidates: Candidates, order_by: np.ndarray, labels: np.ndarray, 
     rows, gains = candidates.rows[order], (2.0 ** labels[order] - 1)
     position = np.arange(len(rows)) - np.searchsorted(rows, rows)
     top = position < K
-    dcg = np.bincount(rows[top], weights=gains[top] / np.log2(position[top] + 2), minlength=len(ideal))
+    dcg = np.bincount(rows[top], weights=gains[top] / np.log2(position[top] + 2), minlength=len(ideal)).astype(float)
     return float(np.mean(np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)))
 
 
