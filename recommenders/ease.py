@@ -71,6 +71,9 @@ class EaseRecommender(Recommender):
         # CSR arrays directly: via COO, scipy's conversions cost more than the product for one user
         indptr = np.concatenate([[0], np.cumsum(modelled)])[rows.indptr]
         liked = csr_of(np.ones(indptr[-1], np.float32), positions[modelled], indptr, (len(users), len(self.modelled)))
+        # A row limited to the strongest preferences comes in strength order, and ties may order differently in
+        # two processes at one log position (one compacted, one not): float32 sums in item order agree to the bit.
+        liked.sort_indices()
         scores = np.zeros((len(users), data.n_items))
         scores[:, self.modelled] = np.maximum(liked @ self.weights, 0.0)
         return scores
