@@ -154,8 +154,7 @@ class HybridRecommender:
         below them, so a filter that leaves few candidates still gets a full list (and a boost still lifts)."""
         users = np.array([user])
         found = self.ranker.candidates(self, data, users)
-        weights = self.weight_rows(data, users)
-        contributions = {name: w[0] * found.signals[name][0] for name, w in weights.items() if w[0] > 0}
+        contributions = {name: w[0] * found.signals[name][0] for name, w in found.weights.items() if w[0] > 0}
         order = RANKED_OUT * sum(contributions.values())
         order[found.items] = RANKED_OUT + (1 - RANKED_OUT) * normalise(self.ranker.predict(found))
         return contributions, order

@@ -46,6 +46,11 @@ class EventWeighting:
     def rating_weight(self, ratings: np.ndarray) -> np.ndarray:
         return np.maximum(ratings - self.rating_neutral, 0.0)
 
+    def weights(self, types: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        """Each event's preference weight, vectorised over type codes (TYPE_CODES) and ratings (NaN if none)."""
+        event_weights = np.array([self.event_weight(t) for t in EVENT_TYPES])[types]
+        return np.where(types == TYPE_CODES[EventType.RATING], self.rating_weight(np.nan_to_num(ratings)), event_weights)
+
     def weight(self, event_type: EventType, rating: float | None) -> float:
         if event_type == EventType.RATING:
             return float(self.rating_weight(np.array([rating or 0.0]))[0])
@@ -184,10 +189,9 @@ class InteractionData:
         self.last_seq = int(seqs.max()) if len(seqs) else 0  # the store's sequence number applied last
         shape = (len(self.users), len(self.items))
         is_rating = types == TYPE_CODES[EventType.RATING]
-        event_weights = np.array([weighting.event_weight(t) for t in EVENT_TYPES])[types]
-        self.events = IncrementalMatrix.from_triples(users[~is_rating], items_[~is_rating], event_weights[~is_rating], shape, "add")
+        weights = weighting.weights(types, ratings)
+        self.events = IncrementalMatrix.from_triples(users[~is_rating], items_[~is_rating], weights[~is_rating], shape, "add")
         self.ratings = IncrementalMatrix.from_triples(users[is_rating], items_[is_rating], ratings[is_rating], shape, "replace")
-        weights = np.where(is_rating, weighting.rating_weight(np.nan_to_num(ratings)), event_weights)
         self.recent = RecentEvents(users, items_, weights, times, types, len(self.users))
         self._preference: sp.csr_matrix | None = None
         self._memo: dict[tuple[str, int | None], Any] = {}

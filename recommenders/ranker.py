@@ -34,7 +34,6 @@ from recommenders.base import normalise_rows, unseen_rows
 from recommenders.calibration import interest_shares
 from recommenders.interaction_data import TYPE_CODES, EventColumns, EventWeighting, InteractionData
 from recommenders.persistence import Value
-from recommenders.records import EventType
 from recommenders.registry import COLLABORATIVE
 from recommenders.sparse_state import IdMap
 
@@ -77,6 +76,7 @@ class Candidates:
     items: np.ndarray
     features: np.ndarray  # float32, len(rows) x len(feature_names)
     blend: np.ndarray  # the hybrid's blended score: the order without a ranker
+    weights: dict[str, np.ndarray]  # each blend part's weight per user, as the blend used them
     signals: dict[str, np.ndarray]  # batch x items normalised scores, for the served list's labels
 
 
@@ -143,7 +143,7 @@ def candidates(hybrid: "HybridRecommender", data: InteractionData, users: np.nda
                   np.log1p(history[rows]), behaviour[rows],
                   _affinity_of(affinity, rows, category)])
     features = np.column_stack(columns).astype(np.float32)
-    return Candidates(rows, items, features, signals["blend"][rows, items], signals)
+    return Candidates(rows, items, features, signals["blend"][rows, items], weights, signals)
 
 
 def _share_of_most(counts: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -198,10 +198,7 @@ def later_events(columns: EventColumns, share: float = LATER_SHARE, split: str =
 def relevance(columns: EventColumns, weighting: EventWeighting) -> np.ndarray:
     """A graded label per event: its preference weight, capped at 3 (a 5-star rating, a purchase)."""
     types = pd.Series(columns.event_types).map({t.value: code for t, code in TYPE_CODES.items()}).to_numpy()
-    is_rating = types == TYPE_CODES[EventType.RATING]
-    event_weights = np.array([weighting.event_weight(t) for t in TYPE_CODES])[types]
-    weights = np.where(is_rating, weighting.rating_weight(np.nan_to_num(columns.ratings)), event_weights)
-    return np.minimum(np.ceil(weights), MAX_GRADE).astype(np.int32)
+    return np.minimum(np.ceil(weighting.weights(types, columns.ratings)), MAX_GRADE).astype(np.int32)
 
 
 def ndcg_at_k(candidates: Candidates, order_by: np.ndarray, labels: np.ndarray, ideal: np.ndarray) -> float:
