@@ -294,7 +294,12 @@ class Engine:
         with self._lock:
             user = None if user_id is None else self.data.users.get(user_id)
             product = None if product_id is None else self._item_index(product_id)
-            ranked = self.realtime.recommend(self.data, user, k, product, event_type, self._shape(filters))
+            shape = self._shape(filters)
+            among = self._retrieved(lambda retrieval: np.union1d(
+                retrieval.popular_head(self.data) if user is None else retrieval.candidates(self.data, user),
+                [] if product is None else retrieval.similar_candidates(self.data, product)).astype(np.int64),
+                user, shape, k, leave_out=product)
+            ranked = self.realtime.recommend(self.data, user, k, product, event_type, shape, among)
             return self._labelled(*ranked, user=user, context=product, event_type=event_type)
 
     def explore(self, user_id: str | None, ranked: list[Recommendation], weight: float, candidates: Sequence[str],

@@ -49,6 +49,11 @@ class EventBasedRecommender(Recommender):
         weighted = sp.csr_matrix(queries[:, columns].toarray() * _inverse_norms(data, columns)[None, :])
         return dot_rows_at(weighted, counts, items) * _inverse_norms(data, items)[None, :]
 
+    def similar_items_among(self, data: InteractionData, item: int, items: np.ndarray) -> np.ndarray:
+        counts = data.cooccurrence.rows(np.array([item]))
+        return (dot_rows_at(sp.csr_matrix(np.ones((1, 1))), counts, items)[0]
+                * _inverse_norms(data, np.array([item])) * _inverse_norms(data, items))
+
     @staticmethod
     def _cooccurring(data: InteractionData, queries: sp.csr_matrix) -> np.ndarray:
         norms = np.sqrt(padded(data.item_users, data.n_items))

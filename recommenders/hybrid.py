@@ -119,10 +119,14 @@ class HybridRecommender:
         return top_k_unseen(data, scores, users, k)
 
     def blend(self, data: InteractionData, user: int, weights: dict[str, float],
-              candidates: np.ndarray) -> dict[str, np.ndarray]:
-        """Each component's weighted contribution for one user, normalised over `candidates`."""
+              candidates: np.ndarray, among: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Each component's weighted contribution for one user, normalised over `candidates`; with
+        `among` (retrieved items), at those items only, `candidates` then being over them."""
         users = np.array([user])
-        return {name: weight * normalise(self.components[name].score(data, users)[0], candidates)
+        if among is None:
+            return {name: weight * normalise(self.components[name].score(data, users)[0], candidates)
+                    for name, weight in weights.items()}
+        return {name: weight * normalise(self.components[name].score_items(data, users, among)[0], candidates)
                 for name, weight in weights.items()}
 
     def recommend_labelled(self, data: InteractionData, user: int, k: int, method: str | None = None,
@@ -134,11 +138,10 @@ class HybridRecommender:
         each component normalised over them, and the blend's order ranks them (not the ranker's, which
         learnt on whole-catalog candidates)."""
         if among is not None:
-            users = np.array([user])
-            contributions = {name: weight * normalise(self.components[name].score_items(data, users, among)[0])
-                             for name, weight in self.weights(data, user, method).items()}
-            items, scores, labels = rank_contributions(data, user, POOL * k, contributions,
-                                                       np.ones(len(among), bool), shape, items=among)
+            everywhere = np.ones(len(among), bool)
+            contributions = self.blend(data, user, self.weights(data, user, method), everywhere, among)
+            items, scores, labels = rank_contributions(data, user, POOL * k, contributions, everywhere, shape,
+                                                       items=among)
             order = calibrated_order(scores, data.item_category[items], interest_shares(data, user), k)
             return items[order], scores[order], [labels[i] for i in order]
         candidates = candidate_mask(data, user, None if shape is None else shape.allowed)
@@ -150,16 +153,17 @@ class HybridRecommender:
         order = calibrated_order(scores, data.item_category[items], interest_shares(data, user), k)
         return items[order], scores[order], [labels[i] for i in order]
 
-    def taste(self, data: InteractionData, user: int, candidates: np.ndarray) -> np.ndarray:
+    def taste(self, data: InteractionData, user: int, candidates: np.ndarray,
+              among: np.ndarray | None = None) -> np.ndarray:
         """The user's long-term order over items, for the real-time push to keep: the ranker's where one
-        was learnt (it learnt what people do next), else the blend's."""
-        if self.ranker is not None:
+        was learnt (it learnt what people do next), else the blend's; with `among`, at those items only."""
+        if self.ranker is not None and among is None:
             return self._ranked(data, user)[1]
         weights = self.weights(data, user)
         if len(data.seen_items(user)) <= self.policy.new_user_max_interactions:
             weights = {**{name: (1 - NEWCOMER_POPULAR_SHARE) * w for name, w in weights.items()},
                        "popular": NEWCOMER_POPULAR_SHARE}
-        return sum(self.blend(data, user, weights, candidates).values())
+        return sum(self.blend(data, user, weights, candidates, among).values())
 
     def _ranked(self, data: InteractionData, user: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The blend's contributions (they name each item's strategy) and the ranker's order: its

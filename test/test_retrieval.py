@@ -1,7 +1,7 @@
 """ANN retrieval (recommenders/retrieval.py): what a catalog too large to score whole is served from.
 
 Proves, on a planted shop the tests make (taste groups, power-law popularity): the factor index finds
-the exact top 100 by ALS score; lists served from retrieved candidates are the exact lists; a user's
+the exact top 100 by ALS score; lists served from retrieved candidates (recommendations, similar items, the push) are the exact lists; a user's
 events change their candidates (fold-in queries the index); the indexes ship in the artifact; and a
 product posted to a live server with the index on is recommendable and similar to its kind within a
 second (it enters the content index at once).
@@ -73,6 +73,9 @@ def test_lists_from_retrieved_candidates_are_the_exact_lists(engines):
                / 10 for item in range(0, ITEMS, 60)]
     assert np.mean(similar) >= 0.9
     assert [r.item for r in ann.recommend("a-newcomer", 5)] == [r.item for r in exact.recommend("a-newcomer", 5)]
+    pushed = [len({r.item for r in exact.realtime_recommend(f"u{user}", 10, f"i{user}")}
+                  & {r.item for r in ann.realtime_recommend(f"u{user}", 10, f"i{user}")}) / 10 for user in range(0, USERS, 20)]
+    assert np.mean(pushed) >= 0.9
 
 
 def test_a_users_events_change_their_candidates(engines):
