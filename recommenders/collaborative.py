@@ -83,6 +83,9 @@ class UserBasedRecommender(Recommender):
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
         return padded(dot_rows(self.neighbours_of(data, users), self._users), data.n_items)
 
+    def score_items(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return dot_rows_at(self.neighbours_of(data, users), self._users, items)
+
     def predict_ratings(self, data: InteractionData, user: int, items: np.ndarray) -> np.ndarray:
         """Mean-centred neighbour prediction on the 1-5 scale; NaN where no neighbour rated the item."""
         similar = self.neighbours_of(data, np.array([user]))

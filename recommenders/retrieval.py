@@ -19,6 +19,7 @@ hnswlib's own binary format (no pickle; loading runs no code) beside the arrays.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import hnswlib
@@ -54,9 +55,12 @@ class VectorIndex:
         """An index of vectors[items], labelled by `items`."""
         index = hnswlib.Index(space=space, dim=vectors.shape[1])
         index.init_index(max_elements=max(len(items), 1), M=LINKS, ef_construction=BUILD_EF, random_seed=SEED)
-        index.set_num_threads(1)  # one thread: the insertion order, so the graph, is the same in every build
+        # Every core for the build (the train job's); two builds then differ a little, but every server
+        # loads the one the artifact holds, and adds later items one at a time in log order: all alike.
+        index.set_num_threads(os.cpu_count() or 1)
         if len(items):
             index.add_items(vectors[items].astype(np.float32), items)
+        index.set_num_threads(1)
         index.set_ef(SEARCH_EF)
         return cls(index)
 
