@@ -32,7 +32,7 @@ from _common import (BenchError, KeepAliveClient, bench_parser, format_table, ma
 
 from recommenders.artifacts import COMPONENTS, RETRIEVAL, newest_artifact  # noqa: E402
 from recommenders.persistence import load_arrays  # noqa: E402
-from recommenders.retrieval import BUILD_EF, FACTORS_FILE, LINKS, SEARCH_EF, VectorIndex  # noqa: E402
+from recommenders.retrieval import BUILD_EF, LINKS, NORM_HEAD, SEARCH_EF, FactorIndex  # noqa: E402
 
 TOP = 100
 
@@ -63,7 +63,7 @@ def rss_mib() -> float:
 
 def index_figures(artifact_path: Path, factors: np.ndarray, vectors: np.ndarray, manifest: dict) -> dict:
     before = rss_mib()
-    index = VectorIndex.load(artifact_path / RETRIEVAL / FACTORS_FILE, "ip", factors.shape[1])
+    index = FactorIndex.load(artifact_path / RETRIEVAL, factors)
     loaded = rss_mib()
     exact = exact_top(factors, vectors)
     found, latency = timed_queries(lambda vector: index.nearest(vector, TOP), vectors)
@@ -72,7 +72,7 @@ def index_figures(artifact_path: Path, factors: np.ndarray, vectors: np.ndarray,
             f"recall@{TOP}": round(recall(found, exact), 4), "query": latency,
             "build_seconds": manifest.get("component_seconds", {}).get("retrieval"),
             "index_files_mib": round(files / 2 ** 20, 1), "factor_index_rss_mib": round(loaded - before, 1),
-            "params": {"M": LINKS, "ef_construction": BUILD_EF, "ef_search": SEARCH_EF}}
+            "params": {"M": LINKS, "ef_construction": BUILD_EF, "ef_search": SEARCH_EF, "norm_head": NORM_HEAD}}
 
 
 def compare_libraries(factors: np.ndarray, vectors: np.ndarray, n: int) -> list[dict]:

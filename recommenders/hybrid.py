@@ -202,9 +202,8 @@ def rank_contributions(data: InteractionData, user: int | None, k: int, contribu
     if shape is not None and shape.boost is not None:
         scores = scores * shape.boost
     # among equal scores, the more popular first (any increasing rescale of popularity orders the same)
-    tie_break = 1e-6 * data.memo("popularity_01", lambda: normalise(data.popularity))
-    if items is not None:
-        tie_break = tie_break[items]
+    popularity_01 = data.memo("popularity_01", lambda: normalise(data.popularity))
+    tie_break = 1e-6 * (popularity_01 if items is None else popularity_01[items])
     if shape is not None and shape.caps:
         ranked = shape.capped_top(scores + tie_break, k, candidates)
     else:

@@ -4,8 +4,9 @@ Scoring every item for every request is fine at thousands of items and hopeless 
 component's row, its normalisation and the top-k are passes over the catalog. Above ANN_MIN_ITEMS
 the engine asks this module for a few hundred candidates per request, and the components score only
 those (`Recommender.score_items`). The candidates are the union of
-- the items nearest the user's ALS vector by inner product (an HNSW index over the item factors); the
-  vector is solved again after the user's events (fold-in), so their next candidates follow them;
+- the items with the largest inner product with the user's ALS vector (FactorIndex: the items of the
+  largest factor norms scored exactly, an HNSW index over the rest); the vector is solved again after
+  the user's events (fold-in), so their next candidates follow them;
 - the items nearest the user's content profile (an HNSW index over the items' content vectors, reduced
   to EMBEDDING_DIMENSIONS by a truncated SVD fitted with the index); a new item is added at once;
 - the item-to-item neighbours of the user's recent items, and the most popular items (newcomers).
@@ -34,11 +35,17 @@ from recommenders.matrix_factorization import SEED, ALSRecommender
 from recommenders.persistence import load_arrays, save_arrays
 
 EMBEDDING_DIMENSIONS = 64
-LINKS = 32  # HNSW's M: 16 reached recall@100 0.90 at ef 400 where 32 reached 0.95 (bench/ann.py)
+LINKS = 32  # HNSW's M: 16 reached recall@100 0.90 at ef 400 where 32 reached 0.95 (synthetic, bench/ann.py)
 BUILD_EF = 200
-SEARCH_EF = 400
-# How many candidates each source gives: about 500 in all, a few ms of scoring at 1M items.
-FACTOR_CANDIDATES, CONTENT_CANDIDATES, NEIGHBOUR_CANDIDATES, POPULAR_CANDIDATES = 200, 100, 100, 100
+SEARCH_EF = 200
+# ALS factor norms are skewed (1M items, 2M events: median 0.03, 99th percentile 0.75, largest 73), and
+# an inner-product HNSW graph over them finds few of the true best: recall@100 0.61 at ef 400, 0.70 at
+# ef 3,200. The NORM_HEAD share of items with the largest norms, where most of any user's best are, is
+# scored exactly (10,000 x 64 at 1M: ~0.1 ms) and the graph holds the rest: recall@100 0.9994 at ef 200
+# (norm-ranging, Yan et al. 2018; bench/ann.py).
+NORM_HEAD = 0.01
+# How many candidates each source gives: about 400 in all, a few ms of scoring at 1M items.
+FACTOR_CANDIDATES, CONTENT_CANDIDATES, NEIGHBOUR_CANDIDATES, POPULAR_CANDIDATES = 100, 100, 100, 100
 RECENT_ANCHORS = 20  # the user's latest items whose item-to-item neighbours are candidates
 POPULAR_REFRESH_EVENTS = 1_000  # the popular head is ranked again after this many events (a 1M-item pass)
 FACTORS_FILE, CONTENT_FILE, ARRAYS_FILE = "factors.hnsw", "content.hnsw", "retrieval.npz"
@@ -97,6 +104,46 @@ class VectorIndex:
         self.index.add_items(vectors.astype(np.float32), items)
 
 
+class FactorIndex:
+    """Items by inner product with a vector: the NORM_HEAD share of largest norm exactly, the rest by HNSW."""
+
+    def __init__(self, factors: np.ndarray, head: np.ndarray, tail: VectorIndex) -> None:
+        self.factors = factors  # the ALS item factors (shared with the ALS component, not copied)
+        self.head = head
+        self.head_factors = np.ascontiguousarray(factors[head])  # one block: no gather per query
+        self.tail = tail
+
+    @classmethod
+    def load(cls, path: Path, factors: np.ndarray) -> "FactorIndex":
+        """The index `Retrieval.save` wrote to the folder `path`, over these (the artifact's) factors."""
+        return cls(factors, load_arrays(path / ARRAYS_FILE, only={"head"})["head"],
+                   VectorIndex.load(path / FACTORS_FILE, "ip", factors.shape[1]))
+
+    @classmethod
+    def build(cls, factors: np.ndarray) -> "FactorIndex":
+        norms = np.linalg.norm(factors, axis=1)
+        by_norm = np.argsort(-norms, kind="stable")
+        size = int(np.ceil(NORM_HEAD * len(factors)))
+        head, tail = np.sort(by_norm[:size]), by_norm[size:]
+        return cls(factors, head, VectorIndex.build(factors, np.sort(tail[norms[tail] > 0]), "ip"))
+
+    @property
+    def size(self) -> int:
+        return len(self.head) + self.tail.size
+
+    def nearest(self, query: np.ndarray, n: int) -> np.ndarray:
+        """Up to n item indices of the largest inner product with `query`, largest first."""
+        if not np.any(query):
+            return np.empty(0, np.int64)
+        head_scores = self.head_factors @ query
+        if len(self.head) > n:
+            head = self.head[np.argpartition(-head_scores, n - 1)[:n]]
+        else:
+            head = self.head
+        found = np.concatenate([head, self.tail.nearest(query, n)])
+        return found[np.argsort(-(self.factors[found] @ query), kind="stable")[:n]]
+
+
 class Retrieval:
     """Candidates for a user or an item from the ANN indexes; built at fit, shipped in the artifact."""
 
@@ -104,14 +151,13 @@ class Retrieval:
         self.als = als
         self.content = content
         self.item_based = item_based
-        self.factors: VectorIndex | None = None
+        self.factors: FactorIndex | None = None
         self.texts: VectorIndex | None = None
         self.projection = np.zeros((0, EMBEDDING_DIMENSIONS), np.float32)  # content vector -> embedding
         self._popular_head = (-1, np.empty(0, np.int64))  # (events bucket, items)
 
     def fit(self, data: InteractionData) -> "Retrieval":
-        factors = self.als.item_factors
-        self.factors = VectorIndex.build(factors, np.flatnonzero(np.any(factors != 0, axis=1)), "ip")
+        self.factors = FactorIndex.build(self.als.item_factors)
         vectors = self.content.item_vectors
         dimensions = min(EMBEDDING_DIMENSIONS, max(vectors.shape[1] - 1, 1))
         svd = TruncatedSVD(dimensions, algorithm="randomized", n_iter=4, random_state=SEED).fit(vectors)
@@ -122,16 +168,16 @@ class Retrieval:
 
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        self.factors.save(path / FACTORS_FILE)
+        self.factors.tail.save(path / FACTORS_FILE)
         self.texts.save(path / CONTENT_FILE)
-        save_arrays(path / ARRAYS_FILE, {"projection": self.projection})
+        save_arrays(path / ARRAYS_FILE, {"projection": self.projection, "head": self.factors.head})
 
     @classmethod
     def load(cls, path: Path, als: ALSRecommender, content: ContentRecommender,
              item_based: ItemBasedRecommender) -> "Retrieval":
         retrieval = cls(als, content, item_based)
-        retrieval.projection = load_arrays(path / ARRAYS_FILE)["projection"]
-        retrieval.factors = VectorIndex.load(path / FACTORS_FILE, "ip", als.item_factors.shape[1])
+        retrieval.projection = load_arrays(path / ARRAYS_FILE, only={"projection"})["projection"]
+        retrieval.factors = FactorIndex.load(path, als.item_factors)
         retrieval.texts = VectorIndex.load(path / CONTENT_FILE, "cosine", retrieval.projection.shape[1])
         return retrieval
 
@@ -139,7 +185,7 @@ class Retrieval:
         """Sorted distinct item indices worth scoring for the user (seen ones included: the caller masks)."""
         users = np.array([user])
         sources = [self.factors.nearest(self.als.user_vectors(data, users)[0], FACTOR_CANDIDATES),
-                   self.texts.nearest(self.content.profiles(data, users)[0] @ self.projection, CONTENT_CANDIDATES),
+                   self.texts.nearest(self._embed_profile(self.content.profiles(data, users)[0]), CONTENT_CANDIDATES),
                    self._neighbours(data.recent.of(user).items[-RECENT_ANCHORS:]),
                    self.popular_head(data)]
         return np.unique(np.concatenate(sources))
@@ -177,6 +223,12 @@ class Retrieval:
         if known.any():
             embedded[known] = np.asarray(vectors[items[known]] @ self.projection)
         return embedded
+
+    def _embed_profile(self, profile: np.ndarray) -> np.ndarray:
+        """A content profile (dense over the vocabulary, mostly zeros) in the reduced space: only its
+        nonzero terms' rows of the projection (the whole product was 1-2 ms at 50k terms)."""
+        used = np.flatnonzero(profile)
+        return profile[used].astype(np.float32) @ self.projection[used]
 
     def _neighbours(self, anchors: np.ndarray) -> np.ndarray:
         """The strongest item-to-item neighbours of these items, by summed similarity."""
