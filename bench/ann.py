@@ -11,7 +11,9 @@ and uncached GET /recommendations on a live server that serves from it.
 - the index: build seconds (the train job's, from the manifest), size on disk, and the RSS it adds when
   loaded into a process.
 - GET /recommendations: one keep-alive client asks for distinct users' lists in turn, so every answer is
-  computed (`source` says so; cached ones are not counted), for --duration seconds.
+  computed (`source` says so; cached ones are not counted), for --duration seconds. With --exact-url (a
+  server on the same store and artifact with ANN_MIN_ITEMS above the catalog: every item scored), each
+  user is asked of both in turn, and the table gives both and their ratio from the one run.
 - `--compare N`: hnswlib against faiss (HNSW with inner product, and IVF) on N of the artifact's item
   factors, same queries: what chose the library (recommenders/retrieval.py).
 """
@@ -27,8 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import (BenchError, KeepAliveClient, bench_parser, format_table, machine_info, report_error,  # noqa: E402
-                     summarize, write_results)
+from _common import (BenchError, KeepAliveClient, bench_parser, format_table, loopback_url,  # noqa: E402
+                     machine_info, report_error, summarize, write_results)
 
 from recommenders.artifacts import COMPONENTS, RETRIEVAL, newest_artifact  # noqa: E402
 from recommenders.persistence import load_arrays  # noqa: E402
@@ -113,23 +115,37 @@ def compare_libraries(factors: np.ndarray, vectors: np.ndarray, n: int) -> list[
     return rows
 
 
-def serve_figures(url: str, user_ids: list[str], duration: float) -> dict:
-    """Uncached GET /recommendations over distinct users for `duration` seconds."""
-    client = KeepAliveClient(url)
-    client_ms, server_ms, cached = [], [], 0
+def serve_figures(urls: dict[str, str], user_ids: list[str], duration: float) -> dict:
+    """Uncached GET /recommendations over distinct users for `duration` seconds, each user asked of every
+    server in `urls` (name -> URL) in turn, so they share the machine's moments alike."""
+    clients = {name: KeepAliveClient(url) for name, url in urls.items()}
+    client_ms = {name: [] for name in urls}
+    server_ms = {name: [] for name in urls}
+    overlap, cached = [], 0
     deadline = time.monotonic() + duration
     for user_id in user_ids:
         if time.monotonic() > deadline:
             break
-        status, answer, elapsed = client.request("GET", f"/recommendations/{user_id}?count=10")
-        if status != 200:
-            raise BenchError(f"GET /recommendations/{user_id} answered {status}: {answer}")
-        if answer.get("source") != "computed":
-            cached += 1
-            continue
-        client_ms.append(elapsed)
-        server_ms.append(float(answer["response_time_ms"]))
-    return {"client": summarize(client_ms, 10.0), "server": summarize(server_ms, 10.0), "cached_skipped": cached}
+        lists = {}
+        for name, client in clients.items():
+            status, answer, elapsed = client.request("GET", f"/recommendations/{user_id}?count=10")
+            if status != 200:
+                raise BenchError(f"GET /recommendations/{user_id} answered {status}: {answer}")
+            if answer.get("source") != "computed":
+                cached += 1
+                continue
+            client_ms[name].append(elapsed)
+            server_ms[name].append(float(answer["response_time_ms"]))
+            lists[name] = {r["item"] for r in answer["recommendations"]}
+        if len(lists) == 2 and all(lists.values()):
+            first, second = lists.values()
+            overlap.append(len(first & second) / max(len(first), 1))
+    figures = {name: {"client": summarize(client_ms[name], 10.0), "server": summarize(server_ms[name], 10.0)}
+               for name in urls}
+    figures["cached_skipped"] = cached
+    if overlap:
+        figures["top10_overlap"] = round(float(np.mean(overlap)), 4)
+    return figures
 
 
 def main() -> int:
@@ -138,6 +154,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=500, help="users sampled for recall")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of GET /recommendations")
     parser.add_argument("--compare", type=int, default=0, help="also compare the libraries on this many items")
+    parser.add_argument("--exact-url", type=loopback_url, help="a server on the same artifact scoring every item")
     parser.add_argument("--no-serve", action="store_true", help="only the index figures (no server needed)")
     args = parser.parse_args()
     artifact = newest_artifact(args.model_dir)
@@ -160,13 +177,20 @@ def main() -> int:
         user_ids = load_arrays(artifact.path / "state.npz", only={"user_ids"})["user_ids"]
         users = [user_ids[i] for i in rng.permutation(sampled)]
         try:
-            record["recommendations"] = serve_figures(args.url, users, args.duration)
+            urls = {"ann": args.url, **({"exact": args.exact_url} if args.exact_url else {})}
+            record["recommendations"] = served = serve_figures(urls, users, args.duration)
         except BenchError as error:
             return report_error(error)
-        served = record["recommendations"]
-        print(format_table(["GET /recommendations, uncached", "n", "p50 ms", "p99 ms", "max ms"],
-                           [[side, served[side]["n"], served[side]["p50_ms"], served[side]["p99_ms"],
-                             served[side]["max_ms"]] for side in ("client", "server")]))
+        rows = [[f"{name} ({side})", served[name][side]["n"], served[name][side]["p50_ms"],
+                 served[name][side]["p99_ms"], served[name][side]["max_ms"]]
+                for name in urls for side in ("client", "server")]
+        if args.exact_url:
+            ratio = {f: round(served["exact"]["client"][f] / served["ann"]["client"][f], 2) for f in ("p50_ms", "p99_ms")}
+            served["exact_over_ann"] = ratio
+            rows.append(["exact / ann (client)", "", ratio["p50_ms"], ratio["p99_ms"], ""])
+        print(format_table(["GET /recommendations, uncached", "n", "p50 ms", "p99 ms", "max ms"], rows))
+        if "top10_overlap" in served:
+            print(f"top-10 overlap, retrieved against exact: {served['top10_overlap']}")
     write_results(args.out, record)
     print(json.dumps({"written": str(args.out)}))
     return 0

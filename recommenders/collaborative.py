@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recommenders.base import (Recommender, dot_rows, dot_rows_at, fitted_columns, l2_rows, normalise_rows, padded, top_k_unseen,
-                               unseen_rows)
+from recommenders.base import (Recommender, dot_rows, dot_rows_at, fitted_columns, l2_rows, normalise_retrieved,
+                               normalise_rows, padded, top_k_unseen, unseen_rows)
 from recommenders.interaction_data import HISTORY_SCORED, InteractionData
 from recommenders.persistence import Value
 from recommenders.sparse_state import csr_of
@@ -201,9 +201,8 @@ class CollaborativeBlend:
         return self.combine(self.part_scores(data, users), (len(users), data.n_items))
 
     def score_items(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """The blend at a candidate set (all unseen): each part normalised over those items."""
-        everywhere = np.ones((len(users), len(items)), dtype=bool)
-        return self.combine({name: normalise_rows(model.score_items(data, users, items), everywhere)
+        """The blend at retrieved candidates (all unseen), each part normalised as over the catalog."""
+        return self.combine({name: normalise_retrieved(model.score_items(data, users, items))
                              for name, model in self.parts.items() if self.weights.get(name, 0.0) > 0},
                             (len(users), len(items)))
 

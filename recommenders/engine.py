@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from recommenders import registry
-from recommenders.base import Recommender, candidate_mask, normalise
+from recommenders.base import Recommender, candidate_mask, normalise, normalise_retrieved
 from recommenders.business_rules import DEFAULT_FILTER, ItemFilter, ListShape, RuleBook, within_caps
 from recommenders.collaborative import CollaborativeBlend
 from recommenders.explanations import Explainer
@@ -338,12 +338,13 @@ class Engine:
                                     leave_out=item)
             if among is not None:
                 candidates = np.ones(len(among), bool)
-                signals = {name: part.similar_items_among(self.data, item, among) for name, part in parts.items()}
+                contributions = {name: 0.5 * normalise_retrieved(part.similar_items_among(self.data, item, among))
+                                 for name, part in parts.items()}
             else:
                 candidates = candidate_mask(self.data, None, shape.allowed)
                 candidates[item] = False
-                signals = {name: part.similar_items(self.data, np.array([item]))[0] for name, part in parts.items()}
-            contributions = {name: 0.5 * normalise(s, candidates) for name, s in signals.items()}
+                contributions = {name: 0.5 * normalise(part.similar_items(self.data, np.array([item]))[0], candidates)
+                                 for name, part in parts.items()}
             ranked = rank_contributions(self.data, None, k, contributions, candidates, shape, items=among)
             return self._labelled(*ranked, context=item)
 
@@ -407,13 +408,13 @@ class Engine:
                 context: int | None = None, items: np.ndarray | None = None) -> list[Recommendation]:
         """One component's list; with `items` (retrieved, and only what the list may hold), `scores` are theirs."""
         if items is not None:
-            candidates = np.ones(len(items), bool)
+            candidates, normalised = np.ones(len(items), bool), normalise_retrieved(scores)
         else:
             candidates = candidate_mask(self.data, user, shape.allowed)
             if context is not None:
                 candidates[context] = False
-        ranked, values, _ = rank_contributions(self.data, user, k, {strategy: normalise(scores, candidates)},
-                                               candidates, shape, items=items)
+            normalised = normalise(scores, candidates)
+        ranked, values, _ = rank_contributions(self.data, user, k, {strategy: normalised}, candidates, shape, items=items)
         return self._labelled(ranked, values, [strategy] * len(ranked), user=user, context=context)
 
     def _retrieved(self, retrieve: Callable[[Retrieval], np.ndarray], user: int | None, shape: ListShape, k: int,

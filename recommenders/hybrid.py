@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recommenders.base import candidate_mask, normalise, normalise_rows, top_k, top_k_unseen, unseen_rows
+from recommenders.base import (candidate_mask, normalise, normalise_retrieved, normalise_rows, top_k, top_k_unseen,
+                               unseen_rows)
 from recommenders.business_rules import ListShape
 from recommenders.calibration import POOL, calibrated_order, interest_shares
 from recommenders.interaction_data import InteractionData
@@ -121,12 +122,12 @@ class HybridRecommender:
     def blend(self, data: InteractionData, user: int, weights: dict[str, float],
               candidates: np.ndarray, among: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Each component's weighted contribution for one user, normalised over `candidates`; with
-        `among` (retrieved items), at those items only, `candidates` then being over them."""
+        `among` (retrieved items, all of them candidates), at those items only."""
         users = np.array([user])
         if among is None:
             return {name: weight * normalise(self.components[name].score(data, users)[0], candidates)
                     for name, weight in weights.items()}
-        return {name: weight * normalise(self.components[name].score_items(data, users, among)[0], candidates)
+        return {name: weight * normalise_retrieved(self.components[name].score_items(data, users, among)[0])
                 for name, weight in weights.items()}
 
     def recommend_labelled(self, data: InteractionData, user: int, k: int, method: str | None = None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recommenders.base import candidate_mask, normalise
+from recommenders.base import candidate_mask, normalise, normalise_retrieved
 from recommenders.business_rules import ListShape
 from recommenders.content_based import ContentRecommender
 from recommenders.event_based import EventBasedRecommender
@@ -66,7 +66,8 @@ class RealtimeRecommender:
         if taste is not None:
             contributions[TASTE] = share * reciprocal_rank(taste, candidates)
         if not contributions:
-            contributions = {"popular": normalise(data.popularity if among is None else data.popularity[among], candidates)}
+            contributions = {"popular": normalise(data.popularity, candidates) if among is None
+                             else normalise_retrieved(data.popularity[among])}
         return rank_contributions(data, user, k, contributions, candidates, shape, items=among)
 
     def _product(self, data: InteractionData, context_item: int | None, event_type: EventType,
@@ -82,7 +83,8 @@ class RealtimeRecommender:
         signals = {name: s for name, s in signals.items() if np.any(s[candidates] > 0)}
         weights = PRODUCT_WEIGHTS.get(event_type, PRODUCT_WEIGHTS[EventType.VIEW])
         total = sum(weights[name] for name in signals)
-        return {name: (weights[name] / total) * normalise(s, candidates) for name, s in signals.items()}
+        return {name: (weights[name] / total) * (normalise(s, candidates) if among is None else normalise_retrieved(s))
+                for name, s in signals.items()}
 
     def _taste(self, data: InteractionData, user: int | None, candidates: np.ndarray,
                among: np.ndarray | None = None) -> np.ndarray | None:
