@@ -126,6 +126,17 @@ class Settings(BaseSettings):
     # ("temporal") or on a random share of their events ("random"). Off by default: on the next-event
     # protocol either loses to the blend (docs/evaluation.md, "The learned ranker").
     ranker: Literal["temporal", "random", "off"] = "off"
+    # Above this many catalog items every trainer leaves out the components that do not scale (registry.py:
+    # EASE's dense items x items inverse, user-based neighbours, Surprise's SVD); the blend re-weighs the rest.
+    unscalable_max_items: int = 200_000
+    # The Spark trainer (`python main.py train --engine spark`, training/): the cluster, the PostgreSQL JDBC
+    # driver it reads the log with (Debian's libpostgresql-jdbc-java), where a SQLite log is exported to
+    # Parquet (default: a temporary folder; on a cluster, a path every executor reads), and how many
+    # co-occurring items each item keeps (the counts are pruned per item, like item-item neighbours).
+    spark_master: str = "local[*]"
+    spark_jdbc_jar: Path = Path("/usr/share/java/postgresql.jar")
+    spark_work_dir: Path | None = None
+    spark_cooccurrence_per_item: int = 200
 
 
     @property
