@@ -117,8 +117,9 @@ def preference_confidence(preference: Column, alpha: float) -> Column:
 
 
 def als_factors(cells: DataFrame, factors: int, regularization: float, iterations: int, alpha: float,
-                seed: int) -> tuple[DataFrame, DataFrame]:
-    """(id, features) of users and of items: MLlib ALS with implicit preferences on `implicit`'s confidences.
+                seed: int, blocks: int) -> tuple[DataFrame, DataFrame]:
+    """(id, features) of users and of items: MLlib ALS with implicit preferences on `implicit`'s confidences,
+    users and items each in `blocks` blocks.
 
     MLlib multiplies the regularisation by each row's count of preferences (ALS-WR); `implicit` adds it
     as it is. Dividing by the mean count gives the average user the same regularisation as locally."""
@@ -127,6 +128,6 @@ def als_factors(cells: DataFrame, factors: int, regularization: float, iteration
     mean_count = counts["cells"] / max(counts["users"], 1)
     model = ALS(rank=factors, maxIter=iterations, regParam=regularization / max(mean_count, 1.0), alpha=alpha,
                 implicitPrefs=True, seed=seed, userCol="user", itemCol="item", ratingCol="confidence",
-                nonnegative=False).fit(liked.select("user", "item", preference_confidence(F.col("preference"), alpha)
+                numUserBlocks=blocks, numItemBlocks=blocks).fit(liked.select("user", "item", preference_confidence(F.col("preference"), alpha)
                                                     .alias("confidence")))
     return model.userFactors, model.itemFactors

@@ -129,7 +129,8 @@ def fit_on_spark(spark: SparkSession, events: DataFrame, items: Sequence[ItemRec
     popularity = dense_vector(totals, "item", "popularity", n_items)
     item_based = registry.registrations()["item_based"].factory()
     # Enough blocks to keep every core busy; each user's row travels once per block they touch, so no more.
-    blocks = BLOCKS_PER_CORE * spark.sparkContext.defaultParallelism
+    cores = spark.sparkContext.defaultParallelism
+    blocks = BLOCKS_PER_CORE * cores
     pairs = spark_jobs.item_pairs(cells, totals.select("item", "norm"), blocks, item_based.params()["neighbours"],
                                   cooccurring).toPandas()
     totals.unpersist()
@@ -145,7 +146,7 @@ def fit_on_spark(spark: SparkSession, events: DataFrame, items: Sequence[ItemRec
     als = registry.registrations()["als"].factory()
     params = als.params()
     user_factors, item_factors = spark_jobs.als_factors(cells, params["factors"], params["regularization"],
-                                                        params["iterations"], params["alpha"], SEED)
+                                                        params["iterations"], params["alpha"], SEED, cores)
     user_vectors, solved = factor_rows(user_factors, data.n_users, params["factors"])
     item_vectors, _ = factor_rows(item_factors, n_items, params["factors"])
     als.restore({"item_factors": item_vectors, "user_factors": user_vectors, "solved": solved})
@@ -201,11 +202,12 @@ def factor_rows(factors: DataFrame, size: int, rank: int) -> tuple[np.ndarray, n
 def fit_from_store(store: Store, settings: Settings, through: int, master: str,
                    on_component: Callable[[str], None] | None = None) -> Engine:
     """`fit_on_spark` on the store's log up to `through`, on a session at `master` (service.train's Spark path)."""
-    jars = [settings.spark_jdbc_jar] if store.backend == "postgresql" else []
-    if jars and not settings.spark_jdbc_jar.is_file():
+    if store.backend == "postgresql" and not settings.spark_jdbc_jar.is_file():
         raise ValueError(f"SPARK_JDBC_JAR {settings.spark_jdbc_jar} is missing: Spark reads PostgreSQL through it "
                          "(Debian: apt-get install libpostgresql-jdbc-java)")
-    spark = spark_session(master, jars)
+    # Given whenever it is there: Spark's JVM loads a jar into its driver only at its start, so a later session
+    # in the same process (a server's retrain, a test) finds the JDBC driver only if the first had it.
+    spark = spark_session(master, [settings.spark_jdbc_jar] if settings.spark_jdbc_jar.is_file() else [])
     try:
         with tempfile.TemporaryDirectory(prefix="spark-train-", dir=settings.spark_work_dir) as work_dir:
             events = read_log(spark, store, through, Path(work_dir))
