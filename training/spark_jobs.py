@@ -51,13 +51,15 @@ def preference_cells(events: DataFrame, weighting: EventWeighting) -> DataFrame:
         F.sum(F.when(~is_rating, weights[F.col("event_type")]).otherwise(0.0)).alias("behaviour"),
         latest_rating.alias("rating"))
     rating_weight = F.greatest(F.col("rating") - F.lit(weighting.rating_neutral), F.lit(0.0))
-    return cells.select("user", "item", (F.col("behaviour") + F.coalesce(rating_weight, F.lit(0.0))).alias("preference"))
+    preference = F.col("behaviour") + F.coalesce(rating_weight, F.lit(0.0))
+    return cells.select("user", "item", preference.alias("preference"))
 
 
 def item_totals(cells: DataFrame) -> DataFrame:
     """(item, popularity, norm): each item's summed preferences, and the norm of its log-damped column."""
     damped = F.log1p("preference")
-    return cells.groupBy("item").agg(F.sum("preference").alias("popularity"), F.sqrt(F.sum(damped * damped)).alias("norm"))
+    return cells.groupBy("item").agg(F.sum("preference").alias("popularity"),
+                                     F.sqrt(F.sum(damped * damped)).alias("norm"))
 
 
 def item_pairs(cells: DataFrame, norms: DataFrame, blocks: int, neighbours: int, cooccurring: int) -> DataFrame:
@@ -77,7 +79,8 @@ def item_pairs(cells: DataFrame, norms: DataFrame, blocks: int, neighbours: int,
                                                        cooccurring=cooccurring), PAIRS_SCHEMA)
 
 
-# kind is a code, not a string: pandas 3's Arrow-backed strings reach pyspark 4.0's serialiser as chunked arrays it refuses
+# kind is a code, not a string: pandas 3's Arrow-backed strings reach pyspark 4.0's serialiser as chunked
+# arrays, which it refuses
 PAIRS_SCHEMA = "kind int, item long, other long, score double"
 COSINE, COUNT = 0, 1
 
@@ -126,8 +129,8 @@ def als_factors(cells: DataFrame, factors: int, regularization: float, iteration
     liked = cells.where(F.col("preference") > 0)
     counts = liked.agg(F.count(F.lit(1)).alias("cells"), F.countDistinct("user").alias("users")).first()
     mean_count = counts["cells"] / max(counts["users"], 1)
+    ratings = liked.select("user", "item", preference_confidence(F.col("preference"), alpha).alias("confidence"))
     model = ALS(rank=factors, maxIter=iterations, regParam=regularization / max(mean_count, 1.0), alpha=alpha,
                 implicitPrefs=True, seed=seed, userCol="user", itemCol="item", ratingCol="confidence",
-                numUserBlocks=blocks, numItemBlocks=blocks).fit(liked.select("user", "item", preference_confidence(F.col("preference"), alpha)
-                                                    .alias("confidence")))
+                numUserBlocks=blocks, numItemBlocks=blocks).fit(ratings)
     return model.userFactors, model.itemFactors

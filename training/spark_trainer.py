@@ -190,7 +190,7 @@ def square_matrix(pairs: pd.DataFrame, size: int) -> sp.csr_matrix:
 
 
 def factor_rows(factors: DataFrame, size: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """MLlib's (id, features) as a float32 matrix of `size` rows (zeros where MLlib had no row), and which rows it had."""
+    """MLlib's (id, features) as a float32 matrix of `size` rows, zeros where MLlib had no row; and which it had."""
     table = factors.toArrow()
     ids = table.column("id").to_numpy()
     values = table.column("features").combine_chunks().flatten().to_numpy().reshape(-1, rank)
