@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     # ("temporal") or on a random share of their events ("random"). Off by default: on the next-event
     # protocol either loses to the blend (docs/evaluation.md, "The learned ranker").
     ranker: Literal["temporal", "random", "off"] = "off"
+    # From this many items, recommendations and similar items score only candidates retrieved from ANN
+    # indexes over the ALS factors and content vectors (recommenders/retrieval.py), built at train and
+    # shipped in the artifact. Below it every item is scored (exact; a few ms at 100k items).
+    ann_min_items: int = Field(100_000, ge=1)
     # Above this many catalog items every trainer leaves out the components that do not scale (registry.py:
     # EASE's dense items x items inverse, user-based neighbours, Surprise's SVD); the blend re-weighs the rest.
     unscalable_max_items: int = 200_000

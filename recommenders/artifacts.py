@@ -9,6 +9,8 @@
         components/<name>/     each registered component's params.json + state.npz
         ranker.npz             the learned second stage (LightGBM's model text and its feature inputs),
                                when one was kept
+        retrieval/             the ANN indexes (hnswlib's files) and the content projection, for a
+                               catalog of ANN_MIN_ITEMS or more (recommenders/retrieval.py)
 
 Everything is numpy/scipy arrays in `.npz` files and JSON (recommenders/persistence.py): no
 pickles of live objects, nothing runs code on load. A folder is written under a hidden temporary
@@ -35,11 +37,12 @@ from recommenders.hybrid import HybridPolicy
 from recommenders.interaction_data import EventWeighting, InteractionData
 from recommenders.persistence import load_arrays, save_arrays
 from recommenders.ranker import LearnedRanker
+from recommenders.retrieval import Retrieval
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-MANIFEST, STATE, COMPONENTS, RANKER = "manifest.json", "state.npz", "components", "ranker.npz"
+MANIFEST, STATE, COMPONENTS, RANKER, RETRIEVAL = "manifest.json", "state.npz", "components", "ranker.npz", "retrieval"
 _NAME = re.compile(r"^model-(\d{12})-(\d{13})$")
 
 
@@ -78,6 +81,8 @@ def write_artifact(engine: Engine, model_dir: Path, keep: int = 3, trained_by: s
             component.save(staging / COMPONENTS / component_name)
         if engine.ranker is not None:
             save_arrays(staging / RANKER, engine.ranker.state())
+        if engine.retrieval is not None:
+            engine.retrieval.save(staging / RETRIEVAL)
         manifest = {
             "format": FORMAT, "version": name, "fitted_through_seq": engine.fitted_through_seq,
             "fitted_at": engine.fitted_at, "fit_seconds": round(engine.fit_seconds, 3), "written_at": written_ms / 1000,
@@ -91,6 +96,7 @@ def write_artifact(engine: Engine, model_dir: Path, keep: int = 3, trained_by: s
             "left_out": [name for name in registry.registrations() if name not in engine.components],
             "engine": trained_by,
             "ranker": engine.ranker_report,
+            "retrieval": engine.retrieval is not None,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         _fsync_tree(staging)
@@ -123,13 +129,15 @@ def newest_artifact(model_dir: Path) -> Artifact | None:
 
 
 def load_engine(artifact: Artifact, policy: HybridPolicy | None = None,
-                collaborative_weights: dict[str, float] | None = None) -> Engine:
+                collaborative_weights: dict[str, float] | None = None, ann_min_items: int | None = None) -> Engine:
     """The engine an artifact holds, at the log position it covers; nothing is refitted.
 
     The event weights come from the artifact (its preference rows were built with them); the
     blend's policy and weights are serving choices, so the caller's settings win. A component
     registered after the artifact was written is fitted here on the loaded state; one the trainer
-    left out (manifest "left_out": too large a catalog for it) stays out.
+    left out (manifest "left_out": too large a catalog for it) stays out. So is retrieval, the ANN
+    indexes, when the catalog has `ann_min_items` items and the artifact has none; below that size
+    the indexes it has are not used (every item is scored).
     """
     manifest = artifact.manifest
     if manifest.get("format") != FORMAT:
@@ -157,6 +165,17 @@ def load_engine(artifact: Artifact, policy: HybridPolicy | None = None,
     engine.ranker_report = manifest.get("ranker", {})
     engine.fitted_through_seq = engine.position = artifact.fitted_through_seq
     engine.fitted_at, engine.fit_seconds = float(manifest["fitted_at"]), float(manifest["fit_seconds"])
+    if ann_min_items is not None and data.n_items >= ann_min_items:
+        if (artifact.path / RETRIEVAL).is_dir():
+            try:
+                engine.retrieval = Retrieval.load(artifact.path / RETRIEVAL, components["als"], components["content"],
+                                                  components["item_based"])
+            except (OSError, RuntimeError, KeyError, ValueError) as error:  # hnswlib says RuntimeError
+                raise UnreadableArtifactError(f"{artifact.path}: {error!r}") from error
+        else:
+            log.warning("artifact %s has no ANN indexes for its %d items: building them now", artifact.version,
+                        data.n_items)
+            engine.retrieval = engine.build_retrieval()
     return engine
 
 

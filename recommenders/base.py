@@ -47,6 +47,16 @@ class Recommender(ABC):
         """(len(items), data.n_items) similarities; components without an item notion return zeros."""
         return np.zeros((len(items), data.n_items))
 
+    def score_items(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(len(users), len(items)): `score` at these items only, for a large catalog's candidates
+        (recommenders/retrieval.py). Components whose full row is a pass over the catalog compute only
+        the items asked for; the rest cut their full rows."""
+        return self.score(data, users)[:, items]
+
+    def similar_items_among(self, data: InteractionData, item: int, items: np.ndarray) -> np.ndarray:
+        """(len(items),): `similar_items` of one item at these items only (see `score_items`)."""
+        return self.similar_items(data, np.array([item]))[0, items]
+
     def partial_fit_users(self, data: InteractionData, users: np.ndarray) -> None:
         """Fold in users whose rows the log just changed. Default: nothing, the scores read live rows."""
 
@@ -107,6 +117,33 @@ def dot_rows(rows: sp.csr_matrix, matrix: sp.csr_matrix) -> np.ndarray:
     block = np.zeros((rows.shape[0], used.size))  # rows[:, used], without scipy's indexing overhead
     np.add.at(block, (np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr)), column), rows.data)
     return np.asarray(matrix[used].T @ block.T).T
+
+
+def dot_rows_at(rows: sp.csr_matrix, matrix: sp.csr_matrix, columns: np.ndarray) -> np.ndarray:
+    """(rows.shape[0], len(columns)): (rows @ matrix)[:, columns], from only the entries of the rows'
+    items that fall in `columns` (distinct). A candidate set's share of a 1M-item product: what `dot_rows`
+    would compute and throw away is the whole catalog's width per user."""
+    result = np.zeros((rows.shape[0], len(columns)))
+    used = rows.indices < matrix.shape[0]  # items the matrix has no row for (added after a fit) add nothing
+    if not used.any() or len(columns) == 0:
+        return result
+    entries, lengths = row_entries(matrix, rows.indices[used])
+    owner = np.repeat(np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))[used], lengths)
+    products = matrix.data[entries] * np.repeat(rows.data[used], lengths)
+    order = np.argsort(columns, kind="stable")
+    position = np.searchsorted(columns[order], matrix.indices[entries])
+    hit = position < len(columns)
+    hit[hit] = columns[order][position[hit]] == matrix.indices[entries][hit]
+    np.add.at(result, (owner[hit], order[position[hit]]), products[hit])
+    return result
+
+
+def entries_at(values: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """values[items], 0 for items past its end (added after the values were computed)."""
+    known = items < len(values)
+    result = np.zeros(len(items), dtype=np.float64)
+    result[known] = values[items[known]]
+    return result
 
 
 # Above this many entries of `matrix` to read, one user's product goes through scipy (its row slicing

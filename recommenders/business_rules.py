@@ -70,6 +70,12 @@ class ListShape:
     boost: np.ndarray | None = None
     caps: tuple[tuple[np.ndarray, int], ...] = ()
 
+    def at(self, items: np.ndarray) -> "ListShape":
+        """The shape over a candidate set, by position in `items` (which the caller already limited to
+        the allowed items): for ranking a few hundred retrieved candidates instead of the catalog."""
+        return ListShape(None, None if self.boost is None else self.boost[items],
+                         tuple((codes[items], limit) for codes, limit in self.caps))
+
     def capped_top(self, scores: np.ndarray, k: int, candidates: np.ndarray) -> np.ndarray:
         """The k best candidates, best first, within the caps (scores already boosted)."""
         fetch = OVERFETCH * k

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recommenders.base import (Recommender, dot_rows, fitted_columns, l2_rows, normalise_rows, padded, top_k_unseen,
+from recommenders.base import (Recommender, dot_rows, dot_rows_at, fitted_columns, l2_rows, normalise_rows, padded, top_k_unseen,
                                unseen_rows)
 from recommenders.interaction_data import HISTORY_SCORED, InteractionData
 from recommenders.persistence import Value
@@ -83,6 +83,9 @@ class UserBasedRecommender(Recommender):
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
         return padded(dot_rows(self.neighbours_of(data, users), self._users), data.n_items)
 
+    def score_items(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return dot_rows_at(self.neighbours_of(data, users), self._users, items)
+
     def predict_ratings(self, data: InteractionData, user: int, items: np.ndarray) -> np.ndarray:
         """Mean-centred neighbour prediction on the 1-5 scale; NaN where no neighbour rated the item."""
         similar = self.neighbours_of(data, np.array([user]))
@@ -143,6 +146,13 @@ class ItemBasedRecommender(Recommender):
         rows = fitted_columns(data.preference_rows(users), self.similarity.shape[0])
         return padded(dot_rows(rows, self.similarity), data.n_items)
 
+    def score_items(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return dot_rows_at(data.preference_rows(users), self.similarity, items)
+
+    def similar_items_among(self, data: InteractionData, item: int, items: np.ndarray) -> np.ndarray:
+        query = sp.csr_matrix(([1.0], ([0], [item])), shape=(1, max(data.n_items, item + 1)))
+        return dot_rows_at(query, self.similarity, items)[0]
+
     def similar_items(self, data: InteractionData, items: np.ndarray) -> np.ndarray:
         known = np.minimum(items, max(self.similarity.shape[0] - 1, 0))
         if self.similarity.shape[0] == 0:
@@ -195,6 +205,13 @@ class CollaborativeBlend:
 
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
         return self.combine(self.part_scores(data, users), (len(users), data.n_items))
+
+    def score_items(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The blend at a candidate set (all unseen): each part normalised over those items."""
+        everywhere = np.ones((len(users), len(items)), dtype=bool)
+        return self.combine({name: normalise_rows(model.score_items(data, users, items), everywhere)
+                             for name, model in self.parts.items() if self.used_weights.get(name, 0.0) > 0},
+                            (len(users), len(items)))
 
     def combine(self, part_scores: dict[str, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
         """The weighted sum of normalised part scores (as `part_scores` returns them; unweighted parts are skipped)."""

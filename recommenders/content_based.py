@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import OneHotEncoder, normalize
 
-from recommenders.base import Recommender, fitted_columns, dot_rows, normalise, padded
+from recommenders.base import Recommender, dot_rows, entries_at, fitted_columns, normalise, padded
 from recommenders.persistence import Value
 from recommenders.sparse_state import resized
 from recommenders.interaction_data import InteractionData
@@ -109,6 +109,21 @@ class ContentRecommender(Recommender):
             return np.zeros((len(users), data.n_items))
         scores = padded(np.asarray(self.item_vectors @ self.profiles(data, users).T).T, data.n_items)
         return scores * popularity_prior(data)[None, :]
+
+    def score_items(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        scores = np.zeros((len(users), len(items)))
+        known = items < self.item_vectors.shape[0]
+        if known.any():
+            scores[:, known] = np.asarray(self.item_vectors[items[known]] @ self.profiles(data, users).T).T
+        return scores * entries_at(popularity_prior(data), items)[None, :]
+
+    def similar_items_among(self, data: InteractionData, item: int, items: np.ndarray) -> np.ndarray:
+        scores = np.zeros(len(items))
+        known = items < self.item_vectors.shape[0]
+        if item < self.item_vectors.shape[0] and known.any():
+            query = self.item_vectors[[item]].multiply(self._similarity_scale()).tocsr()
+            scores[known] = (self.item_vectors[items[known]] @ query.T).toarray().ravel()
+        return scores
 
     def similar_items(self, data: InteractionData, items: np.ndarray) -> np.ndarray:
         known = items < self.item_vectors.shape[0]

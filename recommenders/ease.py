@@ -63,8 +63,19 @@ class EaseRecommender(Recommender):
         return positions
 
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
-        """Each user's binary live row (strongest preferences) times B, in B's float32: a float64
-        row would make scipy copy the whole items x items matrix on every call."""
+        scores = np.zeros((len(users), data.n_items))
+        scores[:, self.modelled] = self._modelled_scores(data, users)
+        return scores
+
+    def score_items(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        positions = self._positions(items)
+        scores = np.zeros((len(users), len(items)))
+        scores[:, positions >= 0] = self._modelled_scores(data, users)[:, positions[positions >= 0]]
+        return scores
+
+    def _modelled_scores(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
+        """(len(users), len(modelled)): each user's binary live row (strongest preferences) times B, in
+        B's float32: a float64 row would make scipy copy the whole items x items matrix on every call."""
         rows = data.preference_rows(users, limit=HISTORY_SCORED)
         positions = self._positions(rows.indices)
         modelled = positions >= 0
@@ -74,9 +85,7 @@ class EaseRecommender(Recommender):
         # A row limited to the strongest preferences comes in strength order, and ties may order differently in
         # two processes at one log position (one compacted, one not): float32 sums in item order agree to the bit.
         liked.sort_indices()
-        scores = np.zeros((len(users), data.n_items))
-        scores[:, self.modelled] = np.maximum(liked @ self.weights, 0.0)
-        return scores
+        return np.maximum(liked @ self.weights, 0.0)
 
     def similar_items(self, data: InteractionData, items: np.ndarray) -> np.ndarray:
         positions = self._positions(items)

@@ -24,6 +24,7 @@ from recommenders.interaction_data import EventColumns, EventWeighting, Interact
 from recommenders.ranker import LearnedRanker, fit_ranker
 from recommenders.realtime import RealtimeRecommender
 from recommenders.records import EventType, InteractionRecord, ItemRecord, LogEntry, LogKind, Recommendation
+from recommenders.retrieval import Retrieval
 
 
 def cases() -> tuple[str, ...]:
@@ -48,7 +49,7 @@ class UnknownKeyError(LookupError):
 class Engine:
     def __init__(self, data: InteractionData, components: dict[str, Recommender],
                  policy: HybridPolicy = HybridPolicy(), collaborative_weights: dict[str, float] | None = None,
-                 ranker: LearnedRanker | None = None) -> None:
+                 ranker: LearnedRanker | None = None, retrieval: Retrieval | None = None) -> None:
         self.data = data
         self.components = components
         weights = registry.collaborative_weights(collaborative_weights)
@@ -61,6 +62,8 @@ class Engine:
         self.ranker_report: dict = {}  # how the last ranker fit went (kept or not, and why)
         self.realtime = RealtimeRecommender(components["behavior"], components["content"], self.hybrid)
         self.explainer = Explainer(components["content"], components["item_based"])
+        # Candidates from ANN indexes for a catalog too large to score whole (None: every item is scored).
+        self.retrieval = retrieval
         self._lock = threading.RLock()
         self.fitted_at = 0.0
         self.fit_seconds = 0.0
@@ -77,11 +80,12 @@ class Engine:
               interactions: Iterable[InteractionRecord] | EventColumns, weighting: EventWeighting = EventWeighting(),
               policy: HybridPolicy = HybridPolicy(), collaborative_weights: dict[str, float] | None = None,
               on_component: Callable[[str], None] | None = None, ranker: str = "off",
-              unscalable_max_items: int | None = None) -> "Engine":
+              ann_min_items: int | None = None, unscalable_max_items: int | None = None) -> "Engine":
         """A fitted engine from records or columns (what the store or a data loader returns).
 
         With `ranker` one of ranker.SPLITS, the second stage is learnt too (recommenders/ranker.py):
         the components are fitted a second time on 80% of each user's events, so the fit takes about twice as long.
+        From `ann_min_items` items, the ANN indexes that retrieve candidates are built (recommenders/retrieval.py).
         Above `unscalable_max_items` items the components that do not scale are left out (registry.left_out)."""
         if not isinstance(interactions, EventColumns):
             interactions = EventColumns.from_records(interactions)
@@ -98,7 +102,24 @@ class Engine:
                 engine.data, interactions, ranker)
             if on_component is not None:
                 on_component("ranker")
+        engine.index_for_retrieval(ann_min_items, on_component)
         return engine
+
+    def index_for_retrieval(self, ann_min_items: int | None, on_component: Callable[[str], None] | None = None) -> None:
+        """Build the ANN indexes (build_retrieval) for a catalog of `ann_min_items` items or more: every
+        trainer's last step (Engine.build, the Spark trainer)."""
+        if ann_min_items is not None and self.data.n_items >= ann_min_items:
+            began = time.perf_counter()
+            self.retrieval = self.build_retrieval()
+            self.component_seconds["retrieval"] = time.perf_counter() - began
+            if on_component is not None:
+                on_component("retrieval")
+
+    def build_retrieval(self) -> Retrieval:
+        """The ANN indexes over this engine's fitted ALS factors and content vectors."""
+        with self._lock:
+            return Retrieval(self.components["als"], self.components["content"],
+                             self.components["item_based"]).fit(self.data)
 
     @property
     def ranker(self) -> LearnedRanker | None:
@@ -211,6 +232,8 @@ class Engine:
         indices = np.array([self.data.add_item(item)[0] for item in items], dtype=np.int64)
         for component in self.components.values():
             component.partial_fit_items(self.data, indices)
+        if self.retrieval is not None:
+            self.retrieval.add_items(self.data, indices)
 
     # -- reads ------------------------------------------------------------------------------
     def lists_generation(self, now: float | None = None) -> tuple[int, int]:
@@ -241,10 +264,15 @@ class Engine:
                 scores = self.components[name].similar_items(self.data, np.array([product]))[0]
                 return self._single(scores, name, user, k, shape, context=product)
             if case == "popular" or user is None or len(self.data.seen_items(user)) == 0:
+                head = self._retrieved(lambda retrieval: retrieval.popular_head(self.data), user, shape, k)
+                if head is not None:
+                    return self._single(popular.score_items(self.data, np.zeros(1, np.int64), head)[0], "popular",
+                                        user, k, shape, items=head)
                 return self._single(self._item_scores(popular), "popular", user, k, shape)
             collaborative, hybrid = self._blends(tuning)
             if case == "hybrid":
-                return self._labelled(*hybrid.recommend_labelled(self.data, user, k, method, shape), user=user)
+                among = self._retrieved(lambda retrieval: retrieval.candidates(self.data, user), user, shape, k)
+                return self._labelled(*hybrid.recommend_labelled(self.data, user, k, method, shape, among), user=user)
             users = np.array([user])
             if case == "collaborative":
                 result = self._single(collaborative.score(self.data, users)[0], "collaborative", user, k, shape)
@@ -276,7 +304,12 @@ class Engine:
         with self._lock:
             user = None if user_id is None else self.data.users.get(user_id)
             product = None if product_id is None else self._item_index(product_id)
-            ranked = self.realtime.recommend(self.data, user, k, product, event_type, self._shape(filters))
+            shape = self._shape(filters)
+            among = self._retrieved(lambda retrieval: np.union1d(
+                retrieval.popular_head(self.data) if user is None else retrieval.candidates(self.data, user),
+                [] if product is None else retrieval.similar_candidates(self.data, product)).astype(np.int64),
+                user, shape, k, leave_out=product)
+            ranked = self.realtime.recommend(self.data, user, k, product, event_type, shape, among)
             return self._labelled(*ranked, user=user, context=product, event_type=event_type)
 
     def explore(self, user_id: str | None, ranked: list[Recommendation], weight: float, candidates: Sequence[str],
@@ -310,13 +343,18 @@ class Engine:
         with self._lock:
             item = self._item_index(item_id)
             shape = self._shape(filters)
-            candidates = candidate_mask(self.data, None, shape.allowed)
-            candidates[item] = False
-            items = np.array([item])
-            signals = {"collaborative": self.components["item_based"].similar_items(self.data, items)[0],
-                       "content": self.components["content"].similar_items(self.data, items)[0]}
+            parts = {"collaborative": self.components["item_based"], "content": self.components["content"]}
+            among = self._retrieved(lambda retrieval: retrieval.similar_candidates(self.data, item), None, shape, k,
+                                    leave_out=item)
+            if among is not None:
+                candidates = np.ones(len(among), bool)
+                signals = {name: part.similar_items_among(self.data, item, among) for name, part in parts.items()}
+            else:
+                candidates = candidate_mask(self.data, None, shape.allowed)
+                candidates[item] = False
+                signals = {name: part.similar_items(self.data, np.array([item]))[0] for name, part in parts.items()}
             contributions = {name: 0.5 * normalise(s, candidates) for name, s in signals.items()}
-            ranked = rank_contributions(self.data, None, k, contributions, candidates, shape)
+            ranked = rank_contributions(self.data, None, k, contributions, candidates, shape, items=among)
             return self._labelled(*ranked, context=item)
 
     def popular_items(self, k: int, category: str | None = None, trending: bool = False,
@@ -376,13 +414,31 @@ class Engine:
         return self.rules.shape(self.data, allowed, time.time())
 
     def _single(self, scores: np.ndarray, strategy: str, user: int | None, k: int, shape: ListShape,
-                context: int | None = None) -> list[Recommendation]:
-        candidates = candidate_mask(self.data, user, shape.allowed)
-        if context is not None:
-            candidates[context] = False
-        items, values, _ = rank_contributions(self.data, user, k, {strategy: normalise(scores, candidates)},
-                                              candidates, shape)
-        return self._labelled(items, values, [strategy] * len(items), user=user, context=context)
+                context: int | None = None, items: np.ndarray | None = None) -> list[Recommendation]:
+        """One component's list; with `items` (retrieved, and only what the list may hold), `scores` are theirs."""
+        if items is not None:
+            candidates = np.ones(len(items), bool)
+        else:
+            candidates = candidate_mask(self.data, user, shape.allowed)
+            if context is not None:
+                candidates[context] = False
+        ranked, values, _ = rank_contributions(self.data, user, k, {strategy: normalise(scores, candidates)},
+                                               candidates, shape, items=items)
+        return self._labelled(ranked, values, [strategy] * len(ranked), user=user, context=context)
+
+    def _retrieved(self, retrieve: Callable[[Retrieval], np.ndarray], user: int | None, shape: ListShape, k: int,
+                   leave_out: int | None = None) -> np.ndarray | None:
+        """The retrieved candidates a list may hold (unseen, allowed, not `leave_out`); None without ANN
+        indexes, or when the filters leave fewer than k of them: then the whole catalog is ranked."""
+        if self.retrieval is None:
+            return None
+        found = retrieve(self.retrieval)
+        keep = ~np.isin(found, self.data.seen_items(user))
+        if shape.allowed is not None:
+            keep &= shape.allowed[found]
+        if leave_out is not None:
+            keep &= found != leave_out
+        return found[keep] if keep.sum() >= k else None
 
     def _labelled(self, items: np.ndarray, scores: np.ndarray, labels: list[str], user: int | None = None,
                   context: int | None = None, event_type: EventType = EventType.VIEW) -> list[Recommendation]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recommenders.base import Recommender, padded
+from recommenders.base import Recommender, dot_rows_at, entries_at, padded
 from recommenders.interaction_data import InteractionData
 from recommenders.sparse_state import stacked_rows
 
@@ -40,6 +40,20 @@ class EventBasedRecommender(Recommender):
         one_each = sp.csr_matrix((np.ones(len(items)), (np.arange(len(items)), items)), shape=(len(items), data.n_items))
         return self._cooccurring(data, one_each)
 
+    def score_items(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        queries = self.recent_rows(data, users)
+        columns = np.unique(queries.indices)
+        if columns.size == 0:
+            return np.zeros((len(users), len(items)))
+        counts = data.cooccurrence.rows(columns)
+        weighted = sp.csr_matrix(queries[:, columns].toarray() * _inverse_norms(data, columns)[None, :])
+        return dot_rows_at(weighted, counts, items) * _inverse_norms(data, items)[None, :]
+
+    def similar_items_among(self, data: InteractionData, item: int, items: np.ndarray) -> np.ndarray:
+        counts = data.cooccurrence.rows(np.array([item]))
+        return (dot_rows_at(sp.csr_matrix(np.ones((1, 1))), counts, items)[0]
+                * _inverse_norms(data, np.array([item])) * _inverse_norms(data, items))
+
     @staticmethod
     def _cooccurring(data: InteractionData, queries: sp.csr_matrix) -> np.ndarray:
         norms = np.sqrt(padded(data.item_users, data.n_items))
@@ -51,3 +65,9 @@ class EventBasedRecommender(Recommender):
         counts.resize((len(columns), data.n_items))
         weighted = queries[:, columns].toarray() * inverse[columns][None, :]
         return np.asarray(counts.T @ weighted.T).T * inverse[None, :]
+
+
+def _inverse_norms(data: InteractionData, items: np.ndarray) -> np.ndarray:
+    """1 / sqrt(user count) at these items (0 for an item nobody touched): the cosine's denominators."""
+    norms = np.sqrt(entries_at(data.item_users, items))
+    return np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)

@@ -119,15 +119,31 @@ class HybridRecommender:
         return top_k_unseen(data, scores, users, k)
 
     def blend(self, data: InteractionData, user: int, weights: dict[str, float],
-              candidates: np.ndarray) -> dict[str, np.ndarray]:
-        """Each component's weighted contribution for one user, normalised over `candidates`."""
+              candidates: np.ndarray, among: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Each component's weighted contribution for one user, normalised over `candidates`; with
+        `among` (retrieved items), at those items only, `candidates` then being over them."""
         users = np.array([user])
-        return {name: weight * normalise(self.components[name].score(data, users)[0], candidates)
+        if among is None:
+            return {name: weight * normalise(self.components[name].score(data, users)[0], candidates)
+                    for name, weight in weights.items()}
+        return {name: weight * normalise(self.components[name].score_items(data, users, among)[0], candidates)
                 for name, weight in weights.items()}
 
     def recommend_labelled(self, data: InteractionData, user: int, k: int, method: str | None = None,
-                           shape: ListShape | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Top-k (items, scores, strategy per item): the strategy is the dominant component, or "hybrid"."""
+                           shape: ListShape | None = None,
+                           among: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Top-k (items, scores, strategy per item): the strategy is the dominant component, or "hybrid".
+
+        `among`: retrieved candidates (recommenders/retrieval.py), unseen and allowed; only they are scored,
+        each component normalised over them, and the blend's order ranks them (not the ranker's, which
+        learnt on whole-catalog candidates)."""
+        if among is not None:
+            everywhere = np.ones(len(among), bool)
+            contributions = self.blend(data, user, self.weights(data, user, method), everywhere, among)
+            items, scores, labels = rank_contributions(data, user, POOL * k, contributions, everywhere, shape,
+                                                       items=among)
+            order = calibrated_order(scores, data.item_category[items], interest_shares(data, user), k)
+            return items[order], scores[order], [labels[i] for i in order]
         candidates = candidate_mask(data, user, None if shape is None else shape.allowed)
         if self.ranker is not None and method in (None, self.method):
             contributions, order = self._ranked(data, user)
@@ -137,16 +153,17 @@ class HybridRecommender:
         order = calibrated_order(scores, data.item_category[items], interest_shares(data, user), k)
         return items[order], scores[order], [labels[i] for i in order]
 
-    def taste(self, data: InteractionData, user: int, candidates: np.ndarray) -> np.ndarray:
+    def taste(self, data: InteractionData, user: int, candidates: np.ndarray,
+              among: np.ndarray | None = None) -> np.ndarray:
         """The user's long-term order over items, for the real-time push to keep: the ranker's where one
-        was learnt (it learnt what people do next), else the blend's."""
-        if self.ranker is not None:
+        was learnt (it learnt what people do next), else the blend's; with `among`, at those items only."""
+        if self.ranker is not None and among is None:
             return self._ranked(data, user)[1]
         weights = self.weights(data, user)
         if len(data.seen_items(user)) <= self.policy.new_user_max_interactions:
             weights = {**{name: (1 - NEWCOMER_POPULAR_SHARE) * w for name, w in weights.items()},
                        "popular": NEWCOMER_POPULAR_SHARE}
-        return sum(self.blend(data, user, weights, candidates).values())
+        return sum(self.blend(data, user, weights, candidates, among).values())
 
     def _ranked(self, data: InteractionData, user: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The blend's contributions (they name each item's strategy) and the ranker's order: its
@@ -172,23 +189,27 @@ class HybridRecommender:
 
 def rank_contributions(data: InteractionData, user: int | None, k: int, contributions: dict[str, np.ndarray],
                        candidates: np.ndarray, shape: ListShape | None = None, order: np.ndarray | None = None,
-                       ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                       items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Top-k of summed contributions (or of `order`, a ranker's scores) among the candidates, each
     labelled with its dominant component; with a `shape`, scores are boosted (the answer shows the
-    boosted score) and the caps hold."""
+    boosted score) and the caps hold. With `items`, every array is over those items, not the catalog."""
     if order is not None:
         scores = order
     else:
-        scores = sum(contributions.values()) if contributions else np.zeros(data.n_items)
+        scores = sum(contributions.values()) if contributions else np.zeros(len(candidates))
+    if shape is not None and items is not None:
+        shape = shape.at(items)
     if shape is not None and shape.boost is not None:
         scores = scores * shape.boost
     # among equal scores, the more popular first (any increasing rescale of popularity orders the same)
-    tie_break = 1e-6 * data.memo("popularity_01", lambda: normalise(data.popularity))
+    popularity_01 = data.memo("popularity_01", lambda: normalise(data.popularity))
+    tie_break = 1e-6 * (popularity_01 if items is None else popularity_01[items])
     if shape is not None and shape.caps:
-        items = shape.capped_top(scores + tie_break, k, candidates)
+        ranked = shape.capped_top(scores + tie_break, k, candidates)
     else:
-        items, _ = top_k(scores + tie_break, k, allowed=candidates)
-    return items, scores[items], _labels(contributions, items)
+        ranked, _ = top_k(scores + tie_break, k, allowed=candidates)
+    labels = _labels(contributions, ranked)
+    return (ranked if items is None else items[ranked]), scores[ranked], labels
 
 
 def _labels(contributions: dict[str, np.ndarray], items: np.ndarray) -> list[str]:

@@ -104,7 +104,9 @@ class ALSRecommender(Recommender):
     def forget_users(self, data: InteractionData, users: np.ndarray) -> None:
         self.partial_fit_users(data, users)  # solved from the now empty rows: zeros
 
-    def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
+    def user_vectors(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
+        """The users' vectors, solved again from their live rows where an event made them stale: what
+        `score` multiplies, and what queries the ANN index (recommenders/retrieval.py)."""
         stale = users >= len(self.solved)
         stale[~stale] = ~self.solved[users[~stale]]
         if stale.any():  # newcomers, and users with events since their last solve
@@ -113,8 +115,18 @@ class ALSRecommender(Recommender):
             self.solved = _grown(self.solved, data.n_users, False)
             self.user_factors[fresh] = self._solve(data, fresh)
             self.solved[fresh] = True
-        vectors = self.user_factors[users]
+        return self.user_factors[users]
+
+    def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
+        vectors = self.user_vectors(data, users)
         return padded(np.maximum(vectors @ self.model.item_factors.T, 0.0).astype(np.float64), data.n_items)
+
+    def score_items(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        vectors = self.user_vectors(data, users)
+        known = items < len(self.model.item_factors)  # items added after the fit have no factors yet
+        scores = np.zeros((len(users), len(items)))
+        scores[:, known] = np.maximum(vectors @ self.model.item_factors[items[known]].T, 0.0)
+        return scores
 
     def similar_items(self, data: InteractionData, items: np.ndarray) -> np.ndarray:
         factors = self.model.item_factors

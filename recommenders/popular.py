@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recommenders.base import Recommender, padded
+from recommenders.base import Recommender, entries_at, padded
 from recommenders.interaction_data import InteractionData
 
 
@@ -21,6 +21,9 @@ class PopularityRecommender(Recommender):
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
         return np.repeat(np.log1p(np.maximum(data.popularity, 0.0))[None, :], len(users), axis=0)
 
+    def score_items(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return np.repeat(np.log1p(np.maximum(data.popularity[items], 0.0))[None, :], len(users), axis=0)
+
 
 class TrendingRecommender(Recommender):
     """Popularity weighted by recency (see TrendingCounter): what is hot now, not what sold last year."""
@@ -33,3 +36,6 @@ class TrendingRecommender(Recommender):
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
         scores = padded(np.maximum(data.trending.scores, 0.0), data.n_items)
         return np.repeat(scores[None, :], len(users), axis=0)
+
+    def score_items(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return np.repeat(np.maximum(entries_at(data.trending.scores, items), 0.0)[None, :], len(users), axis=0)

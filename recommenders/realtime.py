@@ -44,13 +44,18 @@ class RealtimeRecommender:
         self.taste_share = taste_share
 
     def recommend(self, data: InteractionData, user: int | None, k: int, context_item: int | None = None,
-                  event_type: EventType = EventType.VIEW,
-                  shape: ListShape | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        candidates = candidate_mask(data, user, None if shape is None else shape.allowed)
-        if context_item is not None:
-            candidates[context_item] = False
-        product = self._product(data, context_item, event_type, candidates)
-        taste = self._taste(data, user, candidates)
+                  event_type: EventType = EventType.VIEW, shape: ListShape | None = None,
+                  among: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Top-k (items, scores, labels); with `among` (retrieved candidates, unseen, allowed, not the
+        product), every signal is computed at those items only and they alone are ranked."""
+        if among is not None:
+            candidates = np.ones(len(among), bool)
+        else:
+            candidates = candidate_mask(data, user, None if shape is None else shape.allowed)
+            if context_item is not None:
+                candidates[context_item] = False
+        product = self._product(data, context_item, event_type, candidates, among)
+        taste = self._taste(data, user, candidates, among)
         share = self.taste_share if product and taste is not None else float(taste is not None)
         contributions = {}
         if product:
@@ -61,27 +66,30 @@ class RealtimeRecommender:
         if taste is not None:
             contributions[TASTE] = share * reciprocal_rank(taste, candidates)
         if not contributions:
-            contributions = {"popular": normalise(data.popularity, candidates)}
-        return rank_contributions(data, user, k, contributions, candidates, shape)
+            contributions = {"popular": normalise(data.popularity if among is None else data.popularity[among], candidates)}
+        return rank_contributions(data, user, k, contributions, candidates, shape, items=among)
 
     def _product(self, data: InteractionData, context_item: int | None, event_type: EventType,
-                 candidates: np.ndarray) -> dict[str, np.ndarray]:
+                 candidates: np.ndarray, among: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The product's signals that say something among the candidates, weighted to sum to 1."""
         if context_item is None:
             return {}
-        product = np.array([context_item])
-        signals = {"behavior": self.behavior.similar_items(data, product)[0],
-                   "content": self.content.similar_items(data, product)[0]}
+        parts = {"behavior": self.behavior, "content": self.content}
+        if among is None:
+            signals = {name: part.similar_items(data, np.array([context_item]))[0] for name, part in parts.items()}
+        else:
+            signals = {name: part.similar_items_among(data, context_item, among) for name, part in parts.items()}
         signals = {name: s for name, s in signals.items() if np.any(s[candidates] > 0)}
         weights = PRODUCT_WEIGHTS.get(event_type, PRODUCT_WEIGHTS[EventType.VIEW])
         total = sum(weights[name] for name in signals)
         return {name: (weights[name] / total) * normalise(s, candidates) for name, s in signals.items()}
 
-    def _taste(self, data: InteractionData, user: int | None, candidates: np.ndarray) -> np.ndarray | None:
+    def _taste(self, data: InteractionData, user: int | None, candidates: np.ndarray,
+               among: np.ndarray | None = None) -> np.ndarray | None:
         """The hybrid's order for the user (only the order counts); None for a user with no history."""
         if user is None or len(data.seen_items(user)) == 0:
             return None
-        return self.hybrid.taste(data, user, candidates)
+        return self.hybrid.taste(data, user, candidates, among)
 
 
 def reciprocal_rank(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:

@@ -521,7 +521,8 @@ def _newest_readable(store: Store, settings: Settings) -> tuple[Engine | None, A
 
 def loaded_engine(store: Store, settings: Settings, artifact: Artifact) -> Engine:
     """The artifact's engine with every later log entry applied: the state any process reaches."""
-    engine = load_engine(artifact, HybridPolicy(**settings.hybrid.model_dump()), settings.collaborative_weights)
+    engine = load_engine(artifact, HybridPolicy(**settings.hybrid.model_dump()), settings.collaborative_weights,
+                         settings.ann_min_items)
     engine.rules.replace(store.rules())  # rules are not in the artifact; the replayed log keeps them current
     apply_log(store, engine)
     return engine
@@ -544,7 +545,8 @@ def train(store: Store, settings: Settings, on_component: Callable[[str], None] 
                               EventColumns.from_frame(store.interaction_frame(until_seq=through)),
                               EventWeighting(**settings.event_weights.model_dump()),
                               HybridPolicy(**settings.hybrid.model_dump()), settings.collaborative_weights,
-                              on_component, settings.ranker, settings.unscalable_max_items)
+                              on_component, settings.ranker, settings.ann_min_items,
+                              settings.unscalable_max_items)
     elif settings.ranker != "off":
         raise ValueError("the Spark trainer does not learn the ranker: set RANKER=off or train with --engine local")
     else:

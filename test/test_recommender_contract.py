@@ -1,7 +1,7 @@
 """Every registered recommender keeps one contract (like scikit-learn's check_estimator).
 
 `check_recommender` fits a component on a small data set the test makes itself and checks:
-score shapes for a batch, batch == one-by-one, fold-in after an event changes the user's scores,
+score shapes for a batch, batch == one-by-one, scores at a candidate set == the full rows there, fold-in after an event changes the user's scores,
 forgetting a user makes them score like a newcomer, and save -> load gives identical scores.
 It runs on every registered component, and on a toy one registered here: registering it is the
 only change needed for the engine to fit, fold, save and load it and for the API to serve it.
@@ -45,6 +45,12 @@ def check_recommender(make: callable, tmp_path) -> None:
     assert np.all(np.isfinite(scores)) and np.all(scores >= 0)
     one_by_one = np.vstack([component.score(data, np.array([user])) for user in users])
     np.testing.assert_allclose(scores, one_by_one, atol=1e-5)  # float32 models: BLAS sums in another order
+
+    # a candidate set's scores (large catalogs score only those) are the full rows' at those items
+    some = np.array([17, 2, 9, 0, 23])
+    np.testing.assert_allclose(component.score_items(data, users, some), scores[:, some], atol=1e-5)
+    np.testing.assert_allclose(component.similar_items_among(data, 4, some),
+                               component.similar_items(data, np.array([4]))[0, some], atol=1e-9)
 
     # fold-in: a rating of an item others liked but the user never touched changes their scores
     user, before = 3, component.score(data, np.array([3]))[0]

@@ -26,7 +26,8 @@ from web import create_app
 
 pytest.importorskip("pyspark")
 if not Path("/usr/bin/java").exists() and not os.environ.get("JAVA_HOME"):
-    pytest.skip("Spark needs a Java runtime (.ci/run installs Debian's openjdk-17-jre-headless)", allow_module_level=True)
+    pytest.skip("Spark needs a Java runtime (.ci/run installs Debian's openjdk-17-jre-headless)",
+                allow_module_level=True)
 
 MASTER = "local[2]"
 PLANTED = ("planted-a", "planted-b")  # bought together by the same 15 users, never apart
@@ -116,11 +117,12 @@ def test_a_server_serves_the_spark_artifact(shop):
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # the shared fixture's emptied database
 def test_the_cli_reads_postgresql_over_jdbc_and_leaves_out_what_does_not_scale(database_url, tmp_path, monkeypatch,
                                                                                 capsys):
+    """A large catalog in miniature: the unscalable parts left out, ANN retrieval on."""
     store = Store(database_url)
     fill(store)
     through = store.last_seq()
     for name, value in {"DATABASE_URL": database_url, "MODEL_DIR": str(tmp_path / "models"), "LOAD_DEMO_DATA": "0",
-                        "UNSCALABLE_MAX_ITEMS": "10", "RETRAIN_INTERVAL_SECONDS": "0"}.items():
+                        "UNSCALABLE_MAX_ITEMS": "10", "ANN_MIN_ITEMS": "10", "RETRAIN_INTERVAL_SECONDS": "0"}.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
     try:
@@ -132,7 +134,8 @@ def test_the_cli_reads_postgresql_over_jdbc_and_leaves_out_what_does_not_scale(d
         local = train(store, settings.model_copy(update={"model_dir": tmp_path / "local"}))
         assert local.manifest["left_out"] == UNSCALABLE  # the local trainer leaves out the same
         for artifact in (local, newest_artifact(settings.model_path)):
-            engine = load_engine(artifact)
+            assert artifact.manifest["retrieval"]  # ANN indexes over the Spark-fitted ALS factors too
+            engine = load_engine(artifact, ann_min_items=settings.ann_min_items)
             assert not set(UNSCALABLE) & set(engine.components)
             assert engine.collaborative.used_weights == {"als": 1.0}  # 0.2 of 1.0, scaled to the whole share
             assert engine.similar_items(PLANTED[0], 1)[0].item == PLANTED[1]

@@ -102,9 +102,10 @@ def export_parquet(pages: Iterable[pd.DataFrame], path: Path) -> None:
 
 def fit_on_spark(spark: SparkSession, events: DataFrame, items: Sequence[ItemRecord], user_ids: Iterable[str],
                  weighting: EventWeighting, policy: HybridPolicy, collaborative_weights: dict[str, float] | None,
-                 unscalable_max_items: int, cooccurring: int,
+                 unscalable_max_items: int, cooccurring: int, ann_min_items: int | None = None,
                  on_component: Callable[[str], None] | None = None) -> Engine:
-    """A fitted engine, like Engine.build's, with what scales fitted on Spark (see the module's docstring)."""
+    """A fitted engine, like Engine.build's, with what scales fitted on Spark (see the module's docstring);
+    with its ANN indexes from `ann_min_items` items (Engine.index_for_retrieval)."""
     started = time.perf_counter()
     events = events.persist()  # read once (JDBC, Parquet) for the driver's copy and the jobs
     frame = events.toPandas().sort_values("seq", kind="stable")  # seq order: a later rating replaces an earlier
@@ -164,6 +165,7 @@ def fit_on_spark(spark: SparkSession, events: DataFrame, items: Sequence[ItemRec
     ordered = {name: components[name] for name in registry.registrations() if name in components}
     engine = Engine(data, ordered, policy, collaborative_weights)
     engine.component_seconds = seconds
+    engine.index_for_retrieval(ann_min_items, on_component)
     engine.fit_seconds, engine.fitted_at = time.perf_counter() - started, time.time()
     return engine
 
@@ -214,6 +216,7 @@ def fit_from_store(store: Store, settings: Settings, through: int, master: str,
             return fit_on_spark(spark, events, store.all_items(), store.all_user_ids(),
                                 EventWeighting(**settings.event_weights.model_dump()),
                                 HybridPolicy(**settings.hybrid.model_dump()), settings.collaborative_weights,
-                                settings.unscalable_max_items, settings.spark_cooccurrence_per_item, on_component)
+                                settings.unscalable_max_items, settings.spark_cooccurrence_per_item,
+                                settings.ann_min_items, on_component)
     finally:
         spark.stop()
