@@ -14,6 +14,7 @@ What runs where:
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -44,20 +45,28 @@ from training import spark_jobs
 EVENT_COLUMNS = ["user_id", "item_id", "event_type", "rating", "timestamp", "seq"]
 # The components Spark fits; every other one is fitted on the driver (or left out).
 SPARK_FITTED = ("als", "item_based")
+SUBMITTED = "PYSPARK_GATEWAY_PORT"  # set when spark-submit runs this process (pyspark joins its JVM)
 BLOCKS_PER_CORE = 2  # item blocks of the neighbour job (spark_jobs.item_pairs) per core of the cluster
 # Shuffle partitions per core: Spark's fixed 200 made ml-1m's small stages on 2 cores mostly task overhead.
 SHUFFLE_PARTITIONS_PER_CORE = 4
 
 
 def spark_session(master: str, jars: Sequence[Path] = ()) -> SparkSession:
-    """A session on `master` that hands results to the driver as Arrow, with times in UTC (the store's)."""
-    builder = (SparkSession.builder.master(master).appName("recommendations-train")
+    """A session on `master` that hands results to the driver as Arrow, with times in UTC (the store's).
+
+    Under spark-submit (which starts the JVM and tells pyspark its port) spark-submit's --master and
+    --jars decide: a master set here would override them, and a jar given after the JVM started never
+    reaches its driver."""
+    builder = SparkSession.builder
+    if SUBMITTED not in os.environ:
+        builder = builder.master(master)
+        if jars:
+            builder = builder.config("spark.jars", ",".join(str(jar) for jar in jars))
+    builder = (builder.appName("recommendations-train")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                .config("spark.sql.session.timeZone", "UTC")
                # a train job reports through its progress bar or JSON line, not a UI port or console bars
                .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false"))
-    if jars:
-        builder = builder.config("spark.jars", ",".join(str(jar) for jar in jars))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     spark.conf.set("spark.sql.shuffle.partitions", SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism)
