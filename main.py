@@ -5,7 +5,8 @@
     python main.py shell [--url URL]             interactive shell against a running server
     python main.py load --format F PATH [--items ITEMS_CSV]
                                                  load a data set (preprocess/loaders) into the store
-    python main.py train                         fit on the log, write a model artifact to MODEL_DIR, exit
+    python main.py train [--engine local|spark] [--spark-master URL]
+                                                 fit on the log, write a model artifact to MODEL_DIR, exit
     python main.py evaluate --dataset F --data-dir PATH [--items CSV] [--json OUT] [--out-dir DIR]
                             [--models a,b] [--max-users N] [--protocol holdout|next-event]
                                                  offline evaluation against reference models (models/)
@@ -266,6 +267,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = _settings()
     started = time.perf_counter()
     interactive = sys.stderr.isatty()
+    spark_master = (args.spark_master or settings.spark_master) if args.engine == "spark" else None
     try:
         store = Store(settings.database_url)
         try:
@@ -274,7 +276,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 def fitted(name: str) -> None:
                     bar.set_description(f"fitted {name}")
                     bar.update()
-                artifact = train(store, settings, on_component=fitted)
+                artifact = train(store, settings, on_component=fitted, spark_master=spark_master)
         finally:
             store.close()
     except (OSError, ValueError) as error:  # MODEL_DIR not writable, an unsupported DATABASE_URL
@@ -287,12 +289,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"Cannot train: {reason} (DATABASE_URL)", file=sys.stderr)
         return 1
     manifest = artifact.manifest
-    summary = {"artifact": str(artifact.path), "version": artifact.version,
+    summary = {"artifact": str(artifact.path), "version": artifact.version, "engine": manifest["engine"],
+               "left_out": manifest["left_out"],
                "fitted_through_seq": artifact.fitted_through_seq, **manifest["counts"],
                "fit_seconds": manifest["fit_seconds"], "seconds": round(time.perf_counter() - started, 2),
                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if interactive:
-        print(f"Wrote {summary['artifact']}: {summary['users']:,} users, {summary['items']:,} items, "
+        print(f"Wrote {summary['artifact']} ({summary['engine']}): {summary['users']:,} users, "
+              f"{summary['items']:,} items, "
               f"{summary['interactions']:,} events through seq {summary['fitted_through_seq']:,}; "
               f"fit {summary['fit_seconds']} s, total {summary['seconds']} s, peak RSS {summary['peak_rss_mib']} MiB")
     else:
@@ -355,7 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     load_parser.add_argument("--items", type=Path, metavar="ITEMS_CSV",
                              help="csv format only: the catalog, item_id,name,category,description")
 
-    commands.add_parser("train", help="fit on the whole log and write a model artifact to $MODEL_DIR (then exit)")
+    train_parser = commands.add_parser("train", help="fit on the whole log and write a model artifact to $MODEL_DIR "
+                                                     "(then exit)")
+    train_parser.add_argument("--engine", choices=("local", "spark"), default="local",
+                              help="local (default): fit in this process; spark: fit what scales on Apache Spark")
+    train_parser.add_argument("--spark-master", metavar="URL",
+                              help="--engine spark: the cluster, e.g. spark://host:7077 (default: the SPARK_MASTER "
+                                   "setting)")
 
     evaluate_parser = commands.add_parser("evaluate", help="offline evaluation of every recommender and the references")
     evaluate_parser.add_argument("--dataset", required=True, choices=FORMATS, help="the data set's format")

@@ -130,6 +130,17 @@ class Settings(BaseSettings):
     # indexes over the ALS factors and content vectors (recommenders/retrieval.py), built at train and
     # shipped in the artifact. Below it every item is scored (exact; a few ms at 100k items).
     ann_min_items: int = Field(100_000, ge=1)
+    # Above this many catalog items every trainer leaves out the components that do not scale (registry.py:
+    # EASE's dense items x items inverse, user-based neighbours, Surprise's SVD); the blend re-weighs the rest.
+    unscalable_max_items: int = 200_000
+    # The Spark trainer (`python main.py train --engine spark`, training/): the cluster, the PostgreSQL JDBC
+    # driver it reads the log with (Debian's libpostgresql-jdbc-java), where a SQLite log is exported to
+    # Parquet (default: a temporary folder; on a cluster, a path every executor reads), and how many
+    # co-occurring items each item keeps (the counts are pruned per item, like item-item neighbours).
+    spark_master: str = "local[*]"
+    spark_jdbc_jar: Path = Path("/usr/share/java/postgresql.jar")
+    spark_work_dir: Path | None = None
+    spark_cooccurrence_per_item: int = 200
 
 
     @property

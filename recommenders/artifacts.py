@@ -2,7 +2,8 @@
 
     MODEL_DIR/model-000000488548-1764636000123/
         manifest.json          version, the log position (seq) it covers, counts, fit times,
-                               the settings it was fitted with, its components
+                               the settings it was fitted with, its components, the components
+                               left out (registry.left_out), the engine that trained it (local, spark)
         state.npz              the model state: id maps, catalog, preference snapshots, recent
                                events, popularity, trending, co-occurrence
         components/<name>/     each registered component's params.json + state.npz
@@ -65,8 +66,10 @@ class Artifact:
         return int(self.manifest["fitted_through_seq"])
 
 
-def write_artifact(engine: Engine, model_dir: Path, keep: int = 3) -> Artifact:
-    """Write `engine` as a new artifact (atomically) and prune all but the newest `keep`."""
+def write_artifact(engine: Engine, model_dir: Path, keep: int = 3, trained_by: str = "local") -> Artifact:
+    """Write `engine` as a new artifact (atomically) and prune all but the newest `keep`.
+
+    `trained_by` names the trainer (local, spark) for the record; readers never branch on it."""
     model_dir.mkdir(parents=True, exist_ok=True)
     written_ms = int(time.time() * 1000)
     name = f"model-{engine.fitted_through_seq:012d}-{written_ms:013d}"
@@ -90,6 +93,8 @@ def write_artifact(engine: Engine, model_dir: Path, keep: int = 3) -> Artifact:
                          "hybrid": dataclasses.asdict(engine.hybrid.policy),
                          "collaborative_weights": engine.collaborative.weights},
             "components": {name: type(c).__name__ for name, c in engine.components.items()},
+            "left_out": [name for name in registry.registrations() if name not in engine.components],
+            "engine": trained_by,
             "ranker": engine.ranker_report,
             "retrieval": engine.retrieval is not None,
         }
@@ -129,9 +134,10 @@ def load_engine(artifact: Artifact, policy: HybridPolicy | None = None,
 
     The event weights come from the artifact (its preference rows were built with them); the
     blend's policy and weights are serving choices, so the caller's settings win. A component
-    registered after the artifact was written is fitted here on the loaded state. So is retrieval,
-    the ANN indexes, when the catalog has `ann_min_items` items and the artifact has none; below that
-    size the indexes it has are not used (every item is scored).
+    registered after the artifact was written is fitted here on the loaded state; one the trainer
+    left out (manifest "left_out": too large a catalog for it) stays out. So is retrieval, the ANN
+    indexes, when the catalog has `ann_min_items` items and the artifact has none; below that size
+    the indexes it has are not used (every item is scored).
     """
     manifest = artifact.manifest
     if manifest.get("format") != FORMAT:
@@ -145,7 +151,10 @@ def load_engine(artifact: Artifact, policy: HybridPolicy | None = None,
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
         raise UnreadableArtifactError(f"{artifact.path}: {error!r}") from error
     components = {}
+    left_out = set(manifest.get("left_out", ()))
     for name in registry.registrations():
+        if name in left_out:
+            continue
         if name in loaded:
             components[name] = loaded[name]
         else:

@@ -189,13 +189,19 @@ class CollaborativeBlend:
 
     def __init__(self, parts: dict[str, Recommender], weights: dict[str, float]) -> None:
         self.parts = parts
-        self.weights = weights
+        self.weights = weights  # as configured, parts left out by the trainer included (what a tuned copy starts from)
+        # The weights of the parts present, scaled back to the configured total: a trainer may leave parts out
+        # (registry.left_out), and the blend must keep its share against content in the hybrid.
+        present = {name: weight for name, weight in weights.items() if name in parts}
+        kept = sum(present.values())
+        scale = sum(weights.values()) / kept if kept > 0 else 1.0
+        self.used_weights = {name: weight * scale for name, weight in present.items()}
 
     def part_scores(self, data: InteractionData, users: np.ndarray) -> dict[str, np.ndarray]:
         """Each weighted part's scores, normalised over each user's unseen items."""
         unseen = unseen_rows(data, users)
         return {name: normalise_rows(model.score(data, users), unseen) for name, model in self.parts.items()
-                if self.weights.get(name, 0.0) > 0}
+                if self.used_weights.get(name, 0.0) > 0}
 
     def score(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
         return self.combine(self.part_scores(data, users), (len(users), data.n_items))
@@ -203,15 +209,15 @@ class CollaborativeBlend:
     def score_items(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """The blend at retrieved candidates (all unseen), each part normalised as over the catalog."""
         return self.combine({name: normalise_retrieved(model.score_items(data, users, items))
-                             for name, model in self.parts.items() if self.weights.get(name, 0.0) > 0},
+                             for name, model in self.parts.items() if self.used_weights.get(name, 0.0) > 0},
                             (len(users), len(items)))
 
     def combine(self, part_scores: dict[str, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
         """The weighted sum of normalised part scores (as `part_scores` returns them; unweighted parts are skipped)."""
         blended = np.zeros(shape)
         for name, scores in part_scores.items():
-            if self.weights.get(name, 0.0) > 0:
-                blended += self.weights[name] * scores
+            if self.used_weights.get(name, 0.0) > 0:
+                blended += self.used_weights[name] * scores
         return blended
 
     def recommend(self, data: InteractionData, users: np.ndarray, k: int) -> np.ndarray:

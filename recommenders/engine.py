@@ -53,7 +53,9 @@ class Engine:
         self.data = data
         self.components = components
         weights = registry.collaborative_weights(collaborative_weights)
-        self.collaborative = CollaborativeBlend({name: components[name] for name in weights}, weights)
+        # a part the trainer left out (registry.left_out) is absent: the blend re-weighs the others
+        self.collaborative = CollaborativeBlend({name: components[name] for name in weights if name in components},
+                                                weights)
         self.hybrid = HybridRecommender({"collaborative": self.collaborative, "content": components["content"],
                                          "behavior": components["behavior"], "popular": components["popular"]}, policy,
                                         ranker=ranker)
@@ -78,32 +80,40 @@ class Engine:
               interactions: Iterable[InteractionRecord] | EventColumns, weighting: EventWeighting = EventWeighting(),
               policy: HybridPolicy = HybridPolicy(), collaborative_weights: dict[str, float] | None = None,
               on_component: Callable[[str], None] | None = None, ranker: str = "off",
-              ann_min_items: int | None = None) -> "Engine":
+              ann_min_items: int | None = None, unscalable_max_items: int | None = None) -> "Engine":
         """A fitted engine from records or columns (what the store or a data loader returns).
 
         With `ranker` one of ranker.SPLITS, the second stage is learnt too (recommenders/ranker.py):
         the components are fitted a second time on 80% of each user's events, so the fit takes about twice as long.
-        From `ann_min_items` items, the ANN indexes that retrieve candidates are built (recommenders/retrieval.py)."""
+        From `ann_min_items` items, the ANN indexes that retrieve candidates are built (recommenders/retrieval.py).
+        Above `unscalable_max_items` items the components that do not scale are left out (registry.left_out)."""
         if not isinstance(interactions, EventColumns):
             interactions = EventColumns.from_records(interactions)
-        components = {name: entry.factory() for name, entry in registry.registrations().items()}
-        engine = cls(InteractionData(items, user_ids, interactions, weighting), components, policy,
-                     collaborative_weights)
+        data = InteractionData(items, user_ids, interactions, weighting)
+        skipped = [] if unscalable_max_items is None else registry.left_out(data.n_items, unscalable_max_items)
+        components = {name: entry.factory() for name, entry in registry.registrations().items() if name not in skipped}
+        engine = cls(data, components, policy, collaborative_weights)
         engine.fit(on_component)
         if ranker != "off":
             every_user = engine.data.users.ids_of(range(engine.data.n_users))
             engine.hybrid.ranker, engine.ranker_report = fit_ranker(
-                lambda part: cls.build(items, every_user, part, weighting, policy, collaborative_weights, ranker="off"),
+                lambda part: cls.build(items, every_user, part, weighting, policy, collaborative_weights, ranker="off",
+                                       unscalable_max_items=unscalable_max_items),
                 engine.data, interactions, ranker)
             if on_component is not None:
                 on_component("ranker")
-        if ann_min_items is not None and engine.data.n_items >= ann_min_items:
+        engine.index_for_retrieval(ann_min_items, on_component)
+        return engine
+
+    def index_for_retrieval(self, ann_min_items: int | None, on_component: Callable[[str], None] | None = None) -> None:
+        """Build the ANN indexes (build_retrieval) for a catalog of `ann_min_items` items or more: every
+        trainer's last step (Engine.build, the Spark trainer)."""
+        if ann_min_items is not None and self.data.n_items >= ann_min_items:
             began = time.perf_counter()
-            engine.retrieval = engine.build_retrieval()
-            engine.component_seconds["retrieval"] = time.perf_counter() - began
+            self.retrieval = self.build_retrieval()
+            self.component_seconds["retrieval"] = time.perf_counter() - began
             if on_component is not None:
                 on_component("retrieval")
-        return engine
 
     def build_retrieval(self) -> Retrieval:
         """The ANN indexes over this engine's fitted ALS factors and content vectors."""
@@ -440,6 +450,8 @@ class Engine:
                 for item, score, label, reason in zip(ids, scores, labels, reasons)]
 
     def _with_predicted_ratings(self, result: list[Recommendation], user: int) -> list[Recommendation]:
+        if "svd" not in self.components:  # left out by the trainer (registry.left_out): no predictions to add
+            return result
         indices = np.array([self.data.items.get(r.item) for r in result], dtype=np.int64)
         predicted = self.components["svd"].predict_ratings(self.data, user, indices)
         for recommendation, rating in zip(result, predicted):

@@ -174,7 +174,10 @@ class InteractionData:
 
     def __init__(self, items: Sequence[ItemRecord], user_ids: Iterable[str],
                  interactions: Iterable[InteractionRecord] | EventColumns, weighting: EventWeighting,
-                 trending_half_life: float = TRENDING_HALF_LIFE) -> None:
+                 trending_half_life: float = TRENDING_HALF_LIFE, popularity: np.ndarray | None = None,
+                 cooccurrence: sp.csr_matrix | None = None) -> None:
+        """`popularity` and `cooccurrence` (items x items, zero diagonal) may come computed elsewhere: the
+        Spark trainer's, whose co-occurrence is pruned per item; by default they are computed here, in full."""
         self.weighting = weighting
         self.items = IdMap(item.item_id for item in items)
         self.item_records: list[ItemRecord] = list(items)
@@ -197,16 +200,18 @@ class InteractionData:
         self._memo: dict[tuple[str, int | None], Any] = {}
         self._memo_version: tuple[int, int] = (-1, -1)
         # Popularity is each item's column sum of preferences, so a deleted user's share can be taken out.
-        self.popularity = np.asarray(self.preference_matrix().sum(axis=0)).ravel().astype(np.float64)
+        self.popularity = (np.asarray(self.preference_matrix().sum(axis=0)).ravel().astype(np.float64)
+                           if popularity is None else popularity)
         self.last_event_time = float(times.max()) if len(times) else 0.0
         self.trending = TrendingCounter(items_, weights, times, len(self.items), trending_half_life,
                                         reference=max(self.last_event_time, time.time()))
         # Item co-occurrence: how many users touched both items; grows when a user touches an item first.
         seen = self.seen_matrix()
-        counts = (seen.T @ seen).tocsr()
-        counts.setdiag(0.0)
-        counts.eliminate_zeros()
-        self.cooccurrence = CooccurrenceCounts(counts)
+        if cooccurrence is None:
+            cooccurrence = (seen.T @ seen).tocsr()
+            cooccurrence.setdiag(0.0)
+            cooccurrence.eliminate_zeros()
+        self.cooccurrence = CooccurrenceCounts(cooccurrence)
         self.item_users = np.asarray(seen.sum(axis=0)).ravel().astype(np.float64)  # distinct users per item
 
     # -- artifacts --------------------------------------------------------------------------

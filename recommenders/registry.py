@@ -29,6 +29,8 @@ class Registration:
 
     `group` "collaborative" puts it in the collaborative blend with `weight`; `case` is the name
     under which GET /recommend serves it alone (None: it serves only inside blends or as a helper).
+    `scales` False: its fit needs the whole problem in one process's memory (a dense items x items
+    solve, all users' neighbours), so trainers leave it out above UNSCALABLE_MAX_ITEMS (`left_out`).
     """
 
     name: str
@@ -36,6 +38,7 @@ class Registration:
     group: str | None = None
     weight: float = 0.0
     case: str | None = None
+    scales: bool = True
 
 
 _REGISTRY: dict[str, Registration] = {}
@@ -71,6 +74,11 @@ def component_class(name: str) -> type[Recommender]:
     return type(_REGISTRY[name].factory())
 
 
+def left_out(n_items: int, max_items: int) -> list[str]:
+    """The components a trainer leaves out of a catalog of `n_items`: those that do not scale, above `max_items`."""
+    return [r.name for r in _REGISTRY.values() if not r.scales and n_items > max_items]
+
+
 def collaborative_weights(overrides: dict[str, float] | None = None) -> dict[str, float]:
     """The collaborative group's weights: registered defaults, with configured overrides."""
     overrides = overrides or {}
@@ -91,11 +99,13 @@ def cases() -> tuple[str, ...]:
 
 
 for _registration in (
-    Registration("user_based", UserBasedRecommender, group=COLLABORATIVE, weight=0.4),
-    Registration("ease", EaseRecommender, group=COLLABORATIVE, weight=0.4),
+    # user-based neighbours: a users x items matrix and a dense row per user scored; EASE: a dense items x items inverse
+    Registration("user_based", UserBasedRecommender, group=COLLABORATIVE, weight=0.4, scales=False),
+    Registration("ease", EaseRecommender, group=COLLABORATIVE, weight=0.4, scales=False),
     Registration("als", ALSRecommender, group=COLLABORATIVE, weight=0.2),
     Registration("item_based", ItemBasedRecommender),  # similar items and explanations
-    Registration("svd", SVDRatingModel),  # predicted ratings
+    # predicted ratings; Surprise holds every rating in Python dicts of one process
+    Registration("svd", SVDRatingModel, scales=False),
     Registration("content", ContentRecommender, case="content_based"),
     Registration("behavior", EventBasedRecommender, case="behavior_based"),
     Registration("popular", PopularityRecommender, case="popular"),

@@ -534,16 +534,27 @@ def apply_log(store: Store, engine: Engine, page: int = 1000) -> None:
         engine.apply(entries)
 
 
-def train(store: Store, settings: Settings, on_component: Callable[[str], None] | None = None) -> Artifact:
+def train(store: Store, settings: Settings, on_component: Callable[[str], None] | None = None,
+          spark_master: str | None = None) -> Artifact:
     """Fit a new engine on the whole log and write it as an artifact: `python main.py train` and the
-    serving process's scheduled retrain both come here."""
+    serving process's scheduled retrain both come here. With `spark_master`, the fit runs on Spark
+    (training/spark_trainer.py) and the artifact is the same."""
     through = store.last_seq()
-    engine = Engine.build(store.all_items(), store.all_user_ids(),
-                          EventColumns.from_frame(store.interaction_frame(until_seq=through)),
-                          EventWeighting(**settings.event_weights.model_dump()),
-                          HybridPolicy(**settings.hybrid.model_dump()), settings.collaborative_weights, on_component,
-                          settings.ranker, settings.ann_min_items)
+    if spark_master is None:
+        engine = Engine.build(store.all_items(), store.all_user_ids(),
+                              EventColumns.from_frame(store.interaction_frame(until_seq=through)),
+                              EventWeighting(**settings.event_weights.model_dump()),
+                              HybridPolicy(**settings.hybrid.model_dump()), settings.collaborative_weights,
+                              on_component, settings.ranker, settings.ann_min_items,
+                              settings.unscalable_max_items)
+    elif settings.ranker != "off":
+        raise ValueError("the Spark trainer does not learn the ranker: set RANKER=off or train with --engine local")
+    else:
+        from training.spark_trainer import fit_from_store  # pyspark loads only for a Spark train
+
+        engine = fit_from_store(store, settings, through, spark_master, on_component)
     engine.fitted_through_seq = engine.position = through
-    artifact = write_artifact(engine, settings.model_path, settings.model_keep)
+    artifact = write_artifact(engine, settings.model_path, settings.model_keep,
+                              trained_by="local" if spark_master is None else "spark")
     store.record_checkpoint(through, engine.fit_seconds)
     return artifact

@@ -408,16 +408,19 @@ class Store:
         A model rebuild reads the whole log. Small pages of only the needed columns, each turned
         into arrays before the next is read, keep the transient memory to one page.
         """
+        return pd.concat(self.interaction_pages(after_seq, until_seq, batch_size), ignore_index=True)
+
+    def interaction_pages(self, after_seq: int = 0, until_seq: int | None = None,
+                          batch_size: int = 10_000) -> Iterator[pd.DataFrame]:
+        """`interaction_frame` page by page, for a reader that writes each page on (the Spark trainer's
+        export to Parquet) and so never holds the whole log."""
         wanted = (Interaction.user_id, Interaction.item_id, Interaction.event_type, Interaction.rating,
                   Interaction.occurred_at, Interaction.seq)
-        frames = []
         for rows in self._pages(select(*wanted), after_seq, until_seq, batch_size):
             page = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "rating", "occurred_at", "seq"])
             page["timestamp"] = [moment.timestamp() for moment in page.pop("occurred_at")]
-            frames.append(page)
-        frame = pd.concat(frames, ignore_index=True)
-        frame["rating"] = frame["rating"].astype(float)
-        return frame
+            page["rating"] = page["rating"].astype(float)
+            yield page
 
     def _pages(self, stmt: Select, after_seq: int, until_seq: int | None, batch_size: int) -> Iterator[list[Row[Any]]]:
         """Keyset pages of the log: each on its own short connection, so a slow consumer holds neither
