@@ -34,7 +34,7 @@ from _common import (BenchError, KeepAliveClient, bench_parser, format_table, lo
 
 from recommenders.artifacts import COMPONENTS, RETRIEVAL, newest_artifact  # noqa: E402
 from recommenders.persistence import load_arrays  # noqa: E402
-from recommenders.retrieval import BUILD_EF, LINKS, NORM_HEAD, SEARCH_EF, FactorIndex  # noqa: E402
+from recommenders.retrieval import BUILD_EF, LINKS, NORM_HEAD, SEARCH_EF_PER_RESULT, FactorIndex  # noqa: E402
 
 TOP = 100
 
@@ -74,7 +74,7 @@ def index_figures(artifact_path: Path, factors: np.ndarray, vectors: np.ndarray,
             f"recall@{TOP}": round(recall(found, exact), 4), "query": latency,
             "build_seconds": manifest.get("component_seconds", {}).get("retrieval"),
             "index_files_mib": round(files / 2 ** 20, 1), "factor_index_rss_mib": round(loaded - before, 1),
-            "params": {"M": LINKS, "ef_construction": BUILD_EF, "ef_search": SEARCH_EF, "norm_head": NORM_HEAD}}
+            "params": {"M": LINKS, "ef_construction": BUILD_EF, "ef_search": SEARCH_EF_PER_RESULT * TOP, "norm_head": NORM_HEAD}}
 
 
 def compare_libraries(factors: np.ndarray, vectors: np.ndarray, n: int) -> list[dict]:
@@ -101,10 +101,10 @@ def compare_libraries(factors: np.ndarray, vectors: np.ndarray, n: int) -> list[
     def hnsw_search(vector):
         return hnsw.knn_query(vector[None, :].astype(np.float32), k=TOP)[0][0]
 
-    measure("hnswlib HNSW", lambda: (hnsw.add_items(sample, np.arange(n)), hnsw.set_ef(SEARCH_EF)), hnsw_search)
+    measure("hnswlib HNSW", lambda: (hnsw.add_items(sample, np.arange(n)), hnsw.set_ef(SEARCH_EF_PER_RESULT * TOP)), hnsw_search)
     faiss.omp_set_num_threads(1)
     graph = faiss.IndexHNSWFlat(sample.shape[1], LINKS, faiss.METRIC_INNER_PRODUCT)
-    graph.hnsw.efConstruction, graph.hnsw.efSearch = BUILD_EF, SEARCH_EF
+    graph.hnsw.efConstruction, graph.hnsw.efSearch = BUILD_EF, SEARCH_EF_PER_RESULT * TOP
     measure("faiss HNSW", lambda: graph.add(sample), lambda vector: graph.search(vector[None, :], TOP)[1][0])
     lists = max(16, int(4 * np.sqrt(n)))
     inverted = faiss.IndexIVFFlat(faiss.IndexFlatIP(sample.shape[1]), sample.shape[1], lists, faiss.METRIC_INNER_PRODUCT)

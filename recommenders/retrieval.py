@@ -11,7 +11,8 @@ those (`Recommender.score_items`). The candidates are the union of
   to EMBEDDING_DIMENSIONS by a truncated SVD fitted with the index); a new item is added at once;
 - the most popular items of the user's favourite categories: content scores text likeness times a
   popularity prior, and in a category whose items read alike the prior decides, which no text index
-  can find (without this source the retrieved top 10 held 62% of the exact one at 1M items);
+  can find (without this source the retrieved top 10 held 62% of the exact one at 1M items, with 3 x 50 86%,
+  with 3 x 100 94%, with 3 x 200 98%);
 - the item-to-item neighbours of the user's recent items, and the most popular items (newcomers).
 For "similar items", the same indexes are queried with the item's own vectors.
 
@@ -40,7 +41,7 @@ from recommenders.persistence import load_arrays, save_arrays
 EMBEDDING_DIMENSIONS = 64
 LINKS = 32  # HNSW's M: 16 reached recall@100 0.90 at ef 400 where 32 reached 0.95 (synthetic, bench/ann.py)
 BUILD_EF = 200
-SEARCH_EF = 200
+SEARCH_EF_PER_RESULT = 2  # HNSW's search list (ef) is twice the results asked: ef 200 for the top 100
 # ALS factor norms are skewed (1M items, 2M events: median 0.03, 99th percentile 0.75, largest 73), and
 # an inner-product HNSW graph over them finds few of the true best: recall@100 0.61 at ef 400, 0.70 at
 # ef 3,200. The NORM_HEAD share of items with the largest norms, where most of any user's best are, is
@@ -48,9 +49,9 @@ SEARCH_EF = 200
 # (norm-ranging, Yan et al. 2018; bench/ann.py).
 NORM_HEAD = 0.01
 # How many candidates each source gives: about 400 in all, a few ms of scoring at 1M items.
-FACTOR_CANDIDATES, CONTENT_CANDIDATES, NEIGHBOUR_CANDIDATES, POPULAR_CANDIDATES = 100, 100, 100, 100
+FACTOR_CANDIDATES, CONTENT_CANDIDATES, NEIGHBOUR_CANDIDATES, POPULAR_CANDIDATES = 100, 50, 100, 100
 RECENT_ANCHORS = 20  # the user's latest items whose item-to-item neighbours are candidates
-FAVOURITE_CATEGORIES, CATEGORY_HEAD = 3, 50  # the user's top categories, and each one's most popular items
+FAVOURITE_CATEGORIES, CATEGORY_HEAD = 3, 200  # the user's top categories, and each one's most popular items
 # The popular heads are ranked again after this many events: a pass over the catalog (sorting 1M items by
 # category and popularity), so not per event; at the same log position every process holds the same heads.
 POPULAR_REFRESH_EVENTS = 10_000
@@ -74,7 +75,6 @@ class VectorIndex:
         if len(items):
             index.add_items(vectors[items].astype(np.float32), items)
         index.set_num_threads(1)
-        index.set_ef(SEARCH_EF)
         return cls(index)
 
     @classmethod
@@ -82,7 +82,6 @@ class VectorIndex:
         index = hnswlib.Index(space=space, dim=dimensions)
         index.load_index(str(path))
         index.set_num_threads(1)
-        index.set_ef(SEARCH_EF)
         return cls(index)
 
     def save(self, path: Path) -> None:
@@ -97,6 +96,7 @@ class VectorIndex:
         n = min(n, self.size)
         if n == 0 or not np.any(query):
             return np.empty(0, np.int64)
+        self.index.set_ef(SEARCH_EF_PER_RESULT * n)
         labels, _ = self.index.knn_query(query[None, :].astype(np.float32), k=n)
         return labels[0].astype(np.int64)
 
