@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import (BenchError, KeepAliveClient, bench_parser, format_table, loopback_url,  # noqa: E402
+from _common import (WARMUP_ITERATIONS, BenchError, KeepAliveClient, bench_parser, format_table, loopback_url,  # noqa: E402
                      machine_info, report_error, summarize, write_results)
 
 from recommenders.artifacts import COMPONENTS, RETRIEVAL, newest_artifact  # noqa: E402
@@ -119,6 +119,10 @@ def serve_figures(urls: dict[str, str], user_ids: list[str], duration: float) ->
     """Uncached GET /recommendations over distinct users for `duration` seconds, each user asked of every
     server in `urls` (name -> URL) in turn, so they share the machine's moments alike."""
     clients = {name: KeepAliveClient(url) for name, url in urls.items()}
+    for user_id in user_ids[:WARMUP_ITERATIONS]:  # a fresh server's first answers build its memos: not counted
+        for client in clients.values():
+            client.request("GET", f"/recommendations/{user_id}?count=10")
+    user_ids = user_ids[WARMUP_ITERATIONS:]
     client_ms = {name: [] for name in urls}
     server_ms = {name: [] for name in urls}
     overlap, cached = [], 0
@@ -151,7 +155,8 @@ def serve_figures(urls: dict[str, str], user_ids: list[str], duration: float) ->
 def main() -> int:
     parser = bench_parser(__doc__.splitlines()[0], "ann")
     parser.add_argument("--model-dir", type=Path, required=True, help="MODEL_DIR of the server (its newest artifact)")
-    parser.add_argument("--users", type=int, default=500, help="users sampled for recall")
+    parser.add_argument("--users", type=int, default=500, help="users sampled for recall (and asked for lists)")
+    parser.add_argument("--seed", type=int, default=0, help="of the user sample: another seed, other users (uncached)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of GET /recommendations")
     parser.add_argument("--compare", type=int, default=0, help="also compare the libraries on this many items")
     parser.add_argument("--exact-url", type=loopback_url, help="a server on the same artifact scoring every item")
@@ -163,7 +168,7 @@ def main() -> int:
         return 1
     als = load_arrays(artifact.path / COMPONENTS / "als" / "state.npz")
     factors, solved = als["item_factors"], np.flatnonzero(als["solved"])
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(args.seed)
     sampled = rng.choice(solved, size=min(args.users, len(solved)), replace=False)
     record = {"machine": machine_info(), "artifact": artifact.version,
               "index": index_figures(artifact.path, factors, als["user_factors"][sampled], artifact.manifest)}
