@@ -121,6 +121,14 @@ class Shop:
         self.user_cumulative = np.cumsum(user_weight)
         # Tastes are drawn by the categories' popularity: most people like what is popular.
         self.tastes = self._categories_by_mass(rng.random((size.users, len(TASTES))))
+        # Each category's own words, brands and price level: the content model's signal.
+        layout = np.random.default_rng(seed + 1)
+        self.words = _words(VOCABULARY, layout)
+        self.brands = np.strings.capitalize(_words(BRANDS, layout))
+        self.category_words = layout.integers(0, VOCABULARY, (categories, WORDS_PER_CATEGORY))
+        self.category_brands = layout.integers(0, BRANDS, (categories, BRANDS_PER_CATEGORY))
+        self.category_price = layout.lognormal(3.5, 1.0, categories)
+        self.category_names = [f"{DEPARTMENTS[c % len(DEPARTMENTS)]}-{c // len(DEPARTMENTS)}" for c in range(categories)]
 
     def _categories_by_mass(self, uniform: np.ndarray) -> np.ndarray:
         position = np.searchsorted(self.category_bounds, uniform * self.category_bounds[-1], side="right") - 1
@@ -130,15 +138,14 @@ class Shop:
         """n events between start and end (Unix seconds), in time order, as Store.append_event_frame takes them."""
         users = np.searchsorted(self.user_cumulative, rng.random(n) * self.user_cumulative[-1], side="right")
         users = np.minimum(users, self.size.users - 1)
-        slot = np.searchsorted(np.cumsum(np.append(TASTES * TASTE_SHARE, 1 - TASTE_SHARE)), rng.random(n), side="right")
-        slot = np.minimum(slot, len(TASTES))
+        slot = _draw(np.append(TASTES * TASTE_SHARE, 1 - TASTE_SHARE), rng, n)  # the last: no taste
         in_taste = slot < len(TASTES)
         category = self.tastes[users, np.minimum(slot, len(TASTES) - 1)]
         low = np.where(in_taste, self.category_bounds[category], 0.0)
         high = np.where(in_taste, self.category_bounds[category + 1], self.cumulative[-1])
         position = np.searchsorted(self.cumulative, low + rng.random(n) * (high - low), side="right")
         items = self.by_category[np.minimum(position, self.size.items - 1)]
-        kind = np.searchsorted(np.cumsum(EVENT_SHARES), rng.random(n), side="right").clip(0, len(EVENT_TYPES) - 1)
+        kind = _draw(EVENT_SHARES, rng, n)
         stars = np.where(in_taste, _draw(RATING_IN_TASTE, rng, n), _draw(RATING_ELSEWHERE, rng, n)) + 1.0
         return pd.DataFrame({  # the draws are independent, so sorted times keep them random in time
             "user_id": np.strings.add("u", users.astype(str)),
@@ -149,31 +156,20 @@ class Shop:
         })
 
     def items(self, start: int, stop: int, rng: np.random.Generator) -> list[ItemRecord]:
-        """Items start..stop-1: text from their category's words and brands, so the content model has
-        something to match; prices log-normal around their category's level."""
-        words = _words(VOCABULARY, np.random.default_rng(self.seed + 1))
-        brands = np.strings.capitalize(_words(BRANDS, np.random.default_rng(self.seed + 2)))
-        layout = np.random.default_rng(self.seed + 3)  # the same per category whichever block is drawn
-        category_words = layout.integers(0, VOCABULARY, (self.size.categories, WORDS_PER_CATEGORY))
-        category_brands = layout.integers(0, BRANDS, (self.size.categories, BRANDS_PER_CATEGORY))
-        category_price = layout.lognormal(3.5, 1.0, self.size.categories)
-        category_names = [f"{DEPARTMENTS[c % len(DEPARTMENTS)]}-{c // len(DEPARTMENTS)}"
-                          for c in range(self.size.categories)]
+        """Items start..stop-1: name, description and tags from their category's words, a brand of the
+        category's, a price log-normal around its level."""
         n = stop - start
         category = self.item_category[start:stop]
-        own = category_words[category[:, None], rng.integers(0, WORDS_PER_CATEGORY, (n, 7))]
-        brand = brands[category_brands[category, rng.integers(0, BRANDS_PER_CATEGORY, n)]]
-        noun, qualifier = words[own[:, 0]], words[own[:, 1]]
-        name = np.strings.add(np.strings.add(np.strings.add(np.strings.add(brand, " "), np.strings.capitalize(
-            qualifier)), " "), np.strings.add(noun, np.strings.add(" ", rng.integers(100, 999, n).astype(str))))
-        description = [" ".join(row) for row in words[np.concatenate(
-            [own[:, 2:], rng.integers(0, VOCABULARY, (n, 3))], axis=1)].tolist()]
-        tags = words[own[:, [0, 2, 3]]].tolist()
-        price = np.round(category_price[category] * rng.lognormal(0.0, 0.4, n), 2)
-        return [ItemRecord(item_id=f"i{start + k}", name=name_, category=category_names[c], brand=brand_,
-                           description=description_, tags=tuple(tags_), price=price_)
-                for k, (name_, c, brand_, description_, tags_, price_) in enumerate(zip(
-                    name.tolist(), category.tolist(), brand.tolist(), description, tags, price.tolist()))]
+        own = self.words[self.category_words[category[:, None], rng.integers(0, WORDS_PER_CATEGORY, (n, 7))]]
+        anywhere = self.words[rng.integers(0, VOCABULARY, (n, 3))]
+        brand = self.brands[self.category_brands[category, rng.integers(0, BRANDS_PER_CATEGORY, n)]]
+        price = np.round(self.category_price[category] * rng.lognormal(0.0, 0.4, n), 2)
+        model = rng.integers(100, 1000, n)
+        return [ItemRecord(item_id=f"i{start + k}", name=f"{brand_} {words[1].capitalize()} {words[0]} {model_}",
+                           category=self.category_names[c], brand=brand_, description=" ".join(words[2:] + extra),
+                           tags=tuple(dict.fromkeys((words[0], words[2], words[3]))), price=price_)
+                for k, (words, extra, c, brand_, price_, model_) in enumerate(zip(
+                    own.tolist(), anywhere.tolist(), category.tolist(), brand.tolist(), price.tolist(), model.tolist()))]
 
 
 def _draw(probabilities: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -188,7 +184,7 @@ def _words(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.where(rng.random(n) < 0.5, two, np.strings.add(two, parts[:, 2]))
 
 
-def generate(size: ShopSize, database_url: str, seed: int = 0, end: float | None = None) -> dict[str, Any]:
+def generate(size: ShopSize, database_url: str, seed: int = 0) -> dict[str, Any]:
     """Write the shop into the store at database_url (which must hold no events yet); the rows/s per table."""
     store = Store(database_url)
     try:
@@ -201,7 +197,7 @@ def generate(size: ShopSize, database_url: str, seed: int = 0, end: float | None
         figures["items"] = _timed(size.items, WRITE_ITEMS, "items", lambda a, b: store.upsert_items(shop.items(a, b, rng)))
         figures["users"] = _timed(size.users, WRITE_USERS, "users",
                                   lambda a, b: store.add_users(f"u{n}" for n in range(a, b)))
-        end = end if end is not None else (time.time() // 86_400) * 86_400  # today, 00:00 UTC: one day, one data set
+        end = (time.time() // 86_400) * 86_400  # today, 00:00 UTC: the same data all day for one seed
         start = end - SPAN_DAYS * 86_400
         per_second = (end - start) / size.events
 
@@ -555,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL,
                             help="PostgreSQL database to create the run's own database from (dropped at the end)")
     run_parser.add_argument("--local-max-events", type=count, help="skip the local trainer above this many events")
-    run_parser.add_argument("--train-memory-gib", type=float, default=16.0,
+    run_parser.add_argument("--train-memory-gib", type=float, default=20.0,
                             help="address-space limit of the local trainer: past it, it fails instead of swapping")
     run_parser.add_argument("--get-seconds", type=float, default=20.0)
     run_parser.add_argument("--post-seconds", type=int, default=10)
