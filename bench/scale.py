@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import threading
@@ -390,20 +391,19 @@ def sizes(args: argparse.Namespace) -> list[ShopSize]:
 
 @contextmanager
 def fresh_store(size: ShopSize, args: argparse.Namespace, workdir: Path) -> Iterator[str]:
-    """An empty store for one run: a new SQLite file in workdir, or a PostgreSQL database of its own."""
+    """An empty store for one run: a SQLite file in the (emptied) workdir, or a PostgreSQL database of its own."""
     if args.backend == "postgresql":
         with scratch_database(args.admin_url, f"scale_{size.label.replace('-', '_').replace('.', '_')}") as url:
             yield url
         return
-    for stale in workdir.glob("store.db*"):
-        stale.unlink()
     yield f"sqlite:///{workdir / 'store.db'}"
 
 
 def run_size(size: ShopSize, args: argparse.Namespace, spark: bool) -> dict[str, Any]:
     """Every step of the pipeline on one size; the figures per step."""
     workdir = RESULTS_DIR / "scale" / f"run-{args.backend}-{size.label}"
-    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(workdir, ignore_errors=True)  # this bench's own files: an earlier run's store and artifacts
+    workdir.mkdir(parents=True)
     record: dict[str, Any] = {"size": size.label, "items": size.items, "users": size.users, "events": size.events,
                               "categories": size.categories, "backend": args.backend, "steps": {}}
     steps = record["steps"]
