@@ -27,6 +27,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -195,7 +196,8 @@ def generate(size: ShopSize, database_url: str, seed: int = 0) -> dict[str, Any]
         shop = Shop(size, seed)
         figures = {"setup_seconds": round(time.perf_counter() - started, 2)}
         rng = np.random.default_rng(seed + 10)
-        figures["items"] = _timed(size.items, WRITE_ITEMS, "items", lambda a, b: store.upsert_items(shop.items(a, b, rng)))
+        figures["items"] = _timed(size.items, WRITE_ITEMS, "items",
+                                  lambda a, b: store.upsert_items(shop.items(a, b, rng)))
         figures["users"] = _timed(size.users, WRITE_USERS, "users",
                                   lambda a, b: store.add_users(f"u{n}" for n in range(a, b)))
         end = (time.time() // 86_400) * 86_400  # today, 00:00 UTC: the same data all day for one seed
@@ -204,7 +206,8 @@ def generate(size: ShopSize, database_url: str, seed: int = 0) -> dict[str, Any]
 
         def write_events(a: int, b: int) -> int:
             frame = shop.events(b - a, start + a * per_second, start + b * per_second, rng)
-            return sum(store.append_event_frame(frame.iloc[k:k + WRITE_EVENTS]) for k in range(0, len(frame), WRITE_EVENTS))
+            return sum(store.append_event_frame(frame.iloc[k:k + WRITE_EVENTS])
+                       for k in range(0, len(frame), WRITE_EVENTS))
 
         figures["events"] = _timed(size.events, CHUNK_EVENTS, "events", write_events)
         store.record_checkpoint(store.last_seq(), 0.0)  # a server's first start fits all of it at once
@@ -279,24 +282,25 @@ def run_step(name: str, command: list[str], env: dict[str, str], log: Path | Non
 
     With a `log`, the child's stderr goes there (so `main.py train` prints JSON rather than its
     terminal summary) and a line here shows the elapsed time and peak RSS; without, the child's own
-    progress bars show. A memory limit (address space) makes a step that would not fit fail alone
-    instead of pushing the shared machine into swap."""
+    progress bars show. A memory limit (address space) makes a step that would not fit fail alone,
+    instead of the kernel's OOM killer choosing among the shared machine's processes."""
     def limit() -> None:
         if memory_limit_gib is not None:
             cap = int(memory_limit_gib * 2**30)
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
     started = time.perf_counter()
-    with open(log or os.devnull, "w") as errors, tqdm(desc=name, bar_format="{desc}: {elapsed} {postfix}",
-                                                     file=sys.stderr, disable=log is None) as bar:
+    # stdout to a file, not a pipe: a chatty child (Spark's logging) would fill a pipe read only at the end.
+    with open(log or os.devnull, "w") as errors, tempfile.TemporaryFile("w+") as out, \
+            tqdm(desc=name, bar_format="{desc}: {elapsed} {postfix}", file=sys.stderr, disable=log is None) as bar:
         process = subprocess.Popen(command, env=env, cwd=MAIN_PATH.parent, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=errors if log else None, text=True,
-                                   preexec_fn=limit)
+                                   stdout=out, stderr=errors if log else None, text=True, preexec_fn=limit)
         with TreeMemory(process.pid) as memory:
             while process.poll() is None:
                 time.sleep(1.0)
                 bar.set_postfix_str(f"peak RSS {memory.peak_mib:,.0f} MiB", refresh=True)
-            output = process.stdout.read()
+        out.seek(0)
+        output = out.read()
     result: dict[str, Any] = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mib": round(memory.peak_mib),
                               "returncode": process.returncode}
     lines = output.strip().splitlines()
