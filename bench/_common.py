@@ -14,11 +14,15 @@ import os
 import platform
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_URL = "http://127.0.0.1:5000"
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"  # trust auth, as on CI
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WARMUP_ITERATIONS = 50  # run before every latency measurement, never counted
 UNREACHABLE_HINT = "Is the server running? Start it with `python main.py serve`."
@@ -166,3 +170,19 @@ def report_error(error: BenchError, hint: str | None = UNREACHABLE_HINT) -> int:
     """Print why the bench could not run (and the usual remedy); the exit code for it (2)."""
     print(f"error: {error}" + (f"\n{hint}" if hint else ""), file=sys.stderr)
     return 2
+
+
+@contextmanager
+def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A PostgreSQL database of the bench's own on admin_url's server, dropped on exit; its URL.
+    Never the shared tables: other sessions use the same server."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

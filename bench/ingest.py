@@ -15,20 +15,18 @@ import random
 import subprocess
 import sys
 import tempfile
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from _common import (BenchError, KeepAliveClient, bench_parser, catalog_item_ids, format_table, loopback_url,
-                     report_error, verdict, write_results)
+from _common import (DEFAULT_ADMIN_URL, BenchError, KeepAliveClient, bench_parser, catalog_item_ids, format_table,
+                     loopback_url, report_error, scratch_database, verdict, write_results)
 from http_throughput import parse_wrk, wrk_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from main import ServerProcess  # noqa: E402
 
 TARGET_EVENTS_PER_S, TARGET_P99_MS, TARGET_CONCURRENCY = 2000.0, 50.0, 32
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 USERS = 5000
 # Lua for wrk: a fresh random event per request (users and items drawn uniformly, event types mixed).
 POST_SCRIPT = """local items = {%s}
@@ -72,29 +70,22 @@ def run(url: str, concurrency: int, duration: int, items: list[str], seed: int) 
 @contextmanager
 def own_servers(workdir: Path, admin_url: str, port: int) -> Iterator[dict[str, str]]:
     """A SQLite server and a PostgreSQL server (on a database of its own), each on the demo catalog."""
-    import psycopg
-
-    name = f"ingest_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    postgres = f"{admin_url.rsplit('/', 1)[0]}/{name}"
     env = {**os.environ, "RETRAIN_INTERVAL_SECONDS": "0", "OPENBLAS_NUM_THREADS": "1"}
     env.pop("REDIS_URL", None)
-    servers = {"sqlite": ServerProcess(port, env={**env, "DATABASE_URL": f"sqlite:///{workdir / 'ingest.db'}",
-                                                   "MODEL_DIR": str(workdir / "sqlite-models")},
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-               "postgresql": ServerProcess(port + 1, env={**env, "DATABASE_URL": postgres,
-                                                          "MODEL_DIR": str(workdir / "pg-models")},
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)}
-    try:
-        for server in servers.values():
-            server.start()
-        yield {backend: server.url for backend, server in servers.items()}
-    finally:
-        for server in servers.values():
-            server.stop()
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(admin_url, "ingest") as postgres:
+        servers = {"sqlite": ServerProcess(port, env={**env, "DATABASE_URL": f"sqlite:///{workdir / 'ingest.db'}",
+                                                       "MODEL_DIR": str(workdir / "sqlite-models")},
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                   "postgresql": ServerProcess(port + 1, env={**env, "DATABASE_URL": postgres,
+                                                              "MODEL_DIR": str(workdir / "pg-models")},
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)}
+        try:
+            for server in servers.values():
+                server.start()
+            yield {backend: server.url for backend, server in servers.items()}
+        finally:
+            for server in servers.values():
+                server.stop()
 
 
 def measure(urls: dict[str, str], levels: list[int], duration: int, seed: int) -> dict[str, Any]:

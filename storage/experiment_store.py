@@ -16,14 +16,14 @@ from itertools import chain
 import numpy as np
 import orjson
 import pandas as pd
-from sqlalchemy import JSON, Column, Engine, Select, String, bindparam, cast, func, insert, select, true, type_coerce, update
+from sqlalchemy import Engine, func, insert, select, true, update
 from sqlalchemy.exc import IntegrityError
 
 from experiments.records import Experiment, Impression, Variant, VariantCounts
 from recommenders.records import EventType
 from storage.experiment_schema import ExperimentRow, ImpressionRow, ItemImpressionCount
 from storage.schema import Interaction, Item
-from storage.store import _DIALECT_INSERTS  # the same package's table of upsert dialects
+from storage.store import _DIALECT_INSERTS, _json_rows  # the same package's upsert dialects, JSON rows
 
 
 
@@ -198,18 +198,6 @@ def _seconds(moments: pd.Series) -> pd.Series:
 
 IMPRESSION_COLUMNS = tuple(ImpressionRow.__table__.columns)
 COUNT_COLUMNS = (ItemImpressionCount.__table__.c.item_id, ItemImpressionCount.__table__.c.impressions)
-
-
-def _json_rows(dialect: str, parameter: str, columns: tuple[Column, ...]) -> Select:
-    """SELECT of one row per element of the JSON array of arrays bound as `parameter`: the element's
-    i-th value as `columns[i]` (a nested array stays JSON text, as the `items` column keeps it)."""
-    if dialect == "sqlite":
-        rows = func.json_each(bindparam(parameter, type_=String)).table_valued("value")
-        # type_coerce, not CAST: SQLite would CAST a date string to a number.
-        return select(*(type_coerce(func.json_extract(rows.c.value, f"$[{i}]"), column.type)
-                        for i, column in enumerate(columns)))
-    rows = func.json_array_elements(cast(bindparam(parameter, type_=String), JSON)).table_valued("value")
-    return select(*(cast(rows.c.value.op("->>")(i), column.type) for i, column in enumerate(columns)))
 
 
 def _datetime(timestamp: float) -> datetime:

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from recommenders.records import EventType, InteractionRecord, ItemRecord
@@ -255,3 +256,31 @@ def test_a_store_made_before_a_column_existed_gets_it_at_start_up(database_url):
         assert store.get_item("new").price == 9.5
     finally:
         store.close()
+
+
+def test_append_event_frame_reads_back_as_written_with_consecutive_seqs(catalog):
+    catalog.append_interaction(view("u0"))
+    catalog.add_users(["u1", "u2"])
+    frame = pd.DataFrame({"user_id": ["u1", "u2", "u1"], "item_id": ["i1", "i3", "i2"],
+                          "event_type": ["view", "rating", "purchase"], "rating": [None, 4.0, None],
+                          "timestamp": [T0, T0 + 1.5, T0 + 2]})
+    before = catalog.last_seq()
+    assert catalog.append_event_frame(frame) == 3
+    assert catalog.last_seq() == before + 3
+    stored = catalog.interaction_frame(after_seq=before)
+    assert stored["seq"].tolist() == [before + 1, before + 2, before + 3]
+    assert stored[["user_id", "item_id", "event_type"]].values.tolist() == frame[["user_id", "item_id",
+                                                                                  "event_type"]].values.tolist()
+    assert stored["rating"].isna().tolist() == [True, False, True] and stored["rating"].iloc[1] == 4.0
+    assert stored["timestamp"].tolist() == pytest.approx(frame["timestamp"].tolist(), abs=1e-6)
+    assert [r.event_type for r in catalog.iter_interactions(after_seq=before)] == [
+        EventType.VIEW, EventType.RATING, EventType.PURCHASE]
+
+
+def test_append_event_frame_is_all_or_nothing(catalog):
+    catalog.add_users(["u1"])
+    frame = pd.DataFrame({"user_id": ["u1", "nobody"], "item_id": ["i1", "i1"], "event_type": ["view", "view"],
+                          "rating": [None, None], "timestamp": [T0, T0]})
+    with pytest.raises(ValueError):
+        catalog.append_event_frame(frame)
+    assert catalog.counts()["interactions"] == 0
