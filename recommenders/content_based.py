@@ -9,7 +9,7 @@ from sklearn.preprocessing import OneHotEncoder, normalize
 
 from recommenders.base import Recommender, dot_rows, entries_at, fitted_columns, normalise, padded
 from recommenders.persistence import Value
-from recommenders.sparse_state import resized
+from recommenders.sparse_state import with_rows
 from recommenders.interaction_data import InteractionData
 from recommenders.records import ItemRecord
 
@@ -83,10 +83,7 @@ class ContentRecommender(Recommender):
             self.fit(data)
             return
         rows = self._vectors([data.item_records[item] for item in items.tolist()])
-        vectors = resized(self.item_vectors, (max(self.item_vectors.shape[0], int(items.max()) + 1),
-                                              self.item_vectors.shape[1])).tolil()
-        vectors[items] = rows
-        self.item_vectors = vectors.tocsr()
+        self.item_vectors = with_rows(self.item_vectors, items, rows)
 
     def profiles(self, data: InteractionData, users: np.ndarray) -> np.ndarray:
         """Each user's taste as a dense row: preference-weighted sum of liked items, L2-normalised.

@@ -271,7 +271,7 @@ class Engine:
                 return self._single(self._item_scores(popular), "popular", user, k, shape)
             collaborative, hybrid = self._blends(tuning)
             if case == "hybrid":
-                among = self._retrieved(lambda retrieval: retrieval.candidates(self.data, user), user, shape, k)
+                among = self._retrieved(lambda retrieval: retrieval.candidates(self.data, user, k), user, shape, k)
                 return self._labelled(*hybrid.recommend_labelled(self.data, user, k, method, shape, among), user=user)
             users = np.array([user])
             if case == "collaborative":
@@ -306,8 +306,8 @@ class Engine:
             product = None if product_id is None else self._item_index(product_id)
             shape = self._shape(filters)
             among = self._retrieved(lambda retrieval: np.union1d(
-                retrieval.popular_head(self.data) if user is None else retrieval.candidates(self.data, user),
-                [] if product is None else retrieval.similar_candidates(self.data, product)).astype(np.int64),
+                retrieval.popular_head(self.data) if user is None else retrieval.candidates(self.data, user, k),
+                [] if product is None else retrieval.similar_candidates(self.data, product, k)).astype(np.int64),
                 user, shape, k, leave_out=product)
             ranked = self.realtime.recommend(self.data, user, k, product, event_type, shape, among)
             return self._labelled(*ranked, user=user, context=product, event_type=event_type)
@@ -344,7 +344,7 @@ class Engine:
             item = self._item_index(item_id)
             shape = self._shape(filters)
             parts = {"collaborative": self.components["item_based"], "content": self.components["content"]}
-            among = self._retrieved(lambda retrieval: retrieval.similar_candidates(self.data, item), None, shape, k,
+            among = self._retrieved(lambda retrieval: retrieval.similar_candidates(self.data, item, k), None, shape, k,
                                     leave_out=item)
             if among is not None:
                 candidates = np.ones(len(among), bool)

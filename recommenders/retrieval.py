@@ -190,23 +190,26 @@ class Retrieval:
         retrieval.texts = VectorIndex.load(path / CONTENT_FILE, "cosine", retrieval.projection.shape[1])
         return retrieval
 
-    def candidates(self, data: InteractionData, user: int) -> np.ndarray:
-        """Sorted distinct item indices worth scoring for the user (seen ones included: the caller masks)."""
+    def candidates(self, data: InteractionData, user: int, at_least: int = 0) -> np.ndarray:
+        """Sorted distinct item indices worth scoring for the user (seen ones included: the caller masks);
+        each index gives `at_least` of them (a list as long as that must find enough in either alone)."""
         users = np.array([user])
-        sources = [self.factors.nearest(self.als.user_vectors(data, users)[0], FACTOR_CANDIDATES),
-                   self.texts.nearest(self._embed_profile(self.content.profiles(data, users)[0]), CONTENT_CANDIDATES),
+        sources = [self.factors.nearest(self.als.user_vectors(data, users)[0], max(FACTOR_CANDIDATES, at_least)),
+                   self.texts.nearest(self._embed_profile(self.content.profiles(data, users)[0]),
+                                      max(CONTENT_CANDIDATES, at_least)),
                    self._neighbours(data.recent.of(user).items[-RECENT_ANCHORS:]),
                    self._favourite_categories_head(data, user),
                    self.popular_head(data)]
         return np.unique(np.concatenate(sources))
 
-    def similar_candidates(self, data: InteractionData, item: int) -> np.ndarray:
-        """Sorted distinct item indices worth scoring as like `item` (the item itself included)."""
+    def similar_candidates(self, data: InteractionData, item: int, at_least: int = 0) -> np.ndarray:
+        """Sorted distinct item indices worth scoring as like `item` (the item itself included); each index
+        gives `at_least` of them: a new item has no factors yet, and its text alone must fill a list."""
         factors = self.als.item_factors
-        by_factors = self.factors.nearest(factors[item], FACTOR_CANDIDATES) if item < len(factors) else []
-        return np.unique(np.concatenate([by_factors, self.texts.nearest(self._embed(np.array([item]))[0],
-                                                                        CONTENT_CANDIDATES),
-                                         self._neighbours(np.array([item]))]).astype(np.int64))
+        by_factors = (self.factors.nearest(factors[item], max(FACTOR_CANDIDATES, at_least)) if item < len(factors)
+                      else np.empty(0, np.int64))
+        by_text = self.texts.nearest(self._embed(np.array([item]))[0], max(CONTENT_CANDIDATES, at_least + 1))
+        return np.unique(np.concatenate([by_factors, by_text, self._neighbours(np.array([item]))]))
 
     def popular_head(self, data: InteractionData) -> np.ndarray:
         """The POPULAR_CANDIDATES most popular items (as of the last refresh)."""

@@ -73,6 +73,9 @@ def test_lists_from_retrieved_candidates_are_the_exact_lists(engines):
                / 10 for item in range(0, ITEMS, 60)]
     assert np.mean(similar) >= 0.9
     assert [r.item for r in ann.recommend("a-newcomer", 5)] == [r.item for r in exact.recommend("a-newcomer", 5)]
+    # a product posted now has text only (no factors or neighbours yet): its text must fill a list of 100
+    ann.add_item(ItemRecord("posted", "thing posted of kind1", "cat1", "brand1", "a kind1 item with word1", ("tag1",), 9.0))
+    assert len(ann.retrieval.similar_candidates(ann.data, ann.data.items.get("posted"), 100)) > 100
     pushed = [len({r.item for r in exact.realtime_recommend(f"u{user}", 10, f"i{user}")}
                   & {r.item for r in ann.realtime_recommend(f"u{user}", 10, f"i{user}")}) / 10 for user in range(0, USERS, 20)]
     assert np.mean(pushed) >= 0.9
@@ -99,7 +102,7 @@ def test_the_indexes_ship_in_the_artifact(engines, tmp_path):
     loaded = load_engine(artifact, ann_min_items=1)
     for user in ("u1", "u2", "u5"):
         assert [r.item for r in loaded.recommend(user, 10)] == [r.item for r in ann.recommend(user, 10)]
-    assert load_engine(artifact, ann_min_items=ITEMS + 1).retrieval is None  # a small catalog scores every item
+    assert load_engine(artifact, ann_min_items=10 * ITEMS).retrieval is None  # under the threshold: every item scored
     (artifact.path / "retrieval" / FACTORS_FILE).write_bytes(b"not an index")
     with pytest.raises(UnreadableArtifactError):
         load_engine(artifact, ann_min_items=1)
