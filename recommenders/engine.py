@@ -271,7 +271,7 @@ class Engine:
                 return self._single(self._item_scores(popular), "popular", user, k, shape)
             collaborative, hybrid = self._blends(tuning)
             if case == "hybrid":
-                among = self._retrieved(lambda retrieval: retrieval.candidates(self.data, user, k), user, shape, k)
+                among = self._retrieved(lambda retrieval: retrieval.candidates(self.data, user), user, shape, k)
                 return self._labelled(*hybrid.recommend_labelled(self.data, user, k, method, shape, among), user=user)
             users = np.array([user])
             if case == "collaborative":
@@ -306,7 +306,7 @@ class Engine:
             product = None if product_id is None else self._item_index(product_id)
             shape = self._shape(filters)
             among = self._retrieved(lambda retrieval: np.union1d(
-                retrieval.popular_head(self.data) if user is None else retrieval.candidates(self.data, user, k),
+                retrieval.popular_head(self.data) if user is None else retrieval.candidates(self.data, user),
                 [] if product is None else retrieval.similar_candidates(self.data, product, k)).astype(np.int64),
                 user, shape, k, leave_out=product)
             ranked = self.realtime.recommend(self.data, user, k, product, event_type, shape, among)

@@ -190,13 +190,12 @@ class Retrieval:
         retrieval.texts = VectorIndex.load(path / CONTENT_FILE, "cosine", retrieval.projection.shape[1])
         return retrieval
 
-    def candidates(self, data: InteractionData, user: int, at_least: int = 0) -> np.ndarray:
+    def candidates(self, data: InteractionData, user: int) -> np.ndarray:
         """Sorted distinct item indices worth scoring for the user (seen ones included: the caller masks);
-        each index gives `at_least` of them (a list as long as that must find enough in either alone)."""
+        with the popular head among them, always more than a list of MAX_COUNT (100) needs."""
         users = np.array([user])
-        sources = [self.factors.nearest(self.als.user_vectors(data, users)[0], max(FACTOR_CANDIDATES, at_least)),
-                   self.texts.nearest(self._embed_profile(self.content.profiles(data, users)[0]),
-                                      max(CONTENT_CANDIDATES, at_least)),
+        sources = [self.factors.nearest(self.als.user_vectors(data, users)[0], FACTOR_CANDIDATES),
+                   self.texts.nearest(self._embed_profile(self.content.profiles(data, users)[0]), CONTENT_CANDIDATES),
                    self._neighbours(data.recent.of(user).items[-RECENT_ANCHORS:]),
                    self._favourite_categories_head(data, user),
                    self.popular_head(data)]
