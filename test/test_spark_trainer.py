@@ -151,3 +151,11 @@ def test_the_cli_reads_postgresql_over_jdbc_and_leaves_out_what_does_not_scale(d
         assert answer["recommendations"] and all("predicted_rating" not in r for r in answer["recommendations"])
     finally:
         service.close()
+
+
+def test_an_empty_log_is_refused_with_a_reason(tmp_path, monkeypatch, capsys):
+    """A fresh clone's store has no events: Spark would fail on an empty schema; the CLI says what to do."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    Store(f"sqlite:///{tmp_path / 'empty.db'}").close()
+    assert main(["train", "--engine", "spark", "--spark-master", MASTER]) == 1
+    assert "the log holds no events yet" in capsys.readouterr().err

@@ -213,6 +213,9 @@ def factor_rows(factors: DataFrame, size: int, rank: int) -> tuple[np.ndarray, n
 def fit_from_store(store: Store, settings: Settings, through: int, master: str,
                    on_component: Callable[[str], None] | None = None) -> Engine:
     """`fit_on_spark` on the store's log up to `through`, on a session at `master` (service.train's Spark path)."""
+    if store.counts()["interactions"] == 0:  # MLlib and Spark's readers fail on nothing with a schema error
+        raise ValueError("the log holds no events yet: nothing for Spark to fit (load some with `python main.py "
+                         "load`, or train the empty model with `python main.py train`)")
     if store.backend == "postgresql" and not settings.spark_jdbc_jar.is_file():
         raise ValueError(f"SPARK_JDBC_JAR {settings.spark_jdbc_jar} is missing: Spark reads PostgreSQL through it "
                          "(Debian: apt-get install libpostgresql-jdbc-java)")
