@@ -11,16 +11,17 @@ those (`Recommender.score_items`). The candidates are the union of
   to EMBEDDING_DIMENSIONS by a truncated SVD fitted with the index); a new item is added at once;
 - the most popular items of the user's favourite categories: content scores text likeness times a
   popularity prior, and in a category whose items read alike the prior decides, which no text index
-  can find (without this source the retrieved top 10 held 62% of the exact one at 1M items, with 3 x 50 86%,
-  with 3 x 100 94%, with 3 x 200 98%);
+  can find (without this source the retrieved top 10 held 62% of the exact one at 1M items; with
+  3 categories x 50 items 86%, x 100 94%, x 200 98%);
 - the item-to-item neighbours of the user's recent items, and the most popular items (newcomers).
 For "similar items", the same indexes are queried with the item's own vectors.
 
-hnswlib, by measurement against faiss on 200k clustered vectors with uneven norms, as ALS factors have
-(bench/ann.py): at one query thread, hnswlib's inner-product HNSW reached recall@100 0.90 at ef 400 against
-faiss HNSW's 0.87, in less time (0.32 against 0.40 ms); faiss IVF reached 0.50 at nprobe 64 of 1,024; and
-hnswlib replaces an edited item's vector in place where faiss's HNSW can only append. Indexes are saved with
-hnswlib's own binary format (no pickle; loading runs no code) beside the arrays.
+hnswlib, by measurement against faiss on 200k synthetic clustered vectors with uneven norms, as ALS
+factors have (a one-off script; `bench/ann.py --compare N` repeats it on an artifact's factors): at one
+query thread, hnswlib's inner-product HNSW reached recall@100 0.90 at ef 400 against faiss HNSW's 0.87,
+in less time (0.32 against 0.40 ms); faiss IVF reached 0.50 at nprobe 64 of 1,024; and hnswlib replaces
+an edited item's vector in place where faiss's HNSW can only append. Indexes are saved in hnswlib's own
+binary format (no pickle; loading runs no code) beside the arrays.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from recommenders.matrix_factorization import SEED, ALSRecommender
 from recommenders.persistence import load_arrays, save_arrays
 
 EMBEDDING_DIMENSIONS = 64
-LINKS = 32  # HNSW's M: 16 reached recall@100 0.90 at ef 400 where 32 reached 0.95 (synthetic, bench/ann.py)
+LINKS = 32  # HNSW's M: 16 reached recall@100 0.90 at ef 400 where 32 reached 0.95 (the synthetic vectors above)
 BUILD_EF = 200
 # HNSW's search list (ef) per result asked. At 1M items, ef 100 for the top 100 factor candidates found
 # 0.9989 of the exact top 100 in 0.41 ms at p50, ef 200 0.9991 in 0.58 ms (with the exact norm head).
@@ -50,7 +51,7 @@ SEARCH_EF_PER_RESULT = 1
 # scored exactly (10,000 x 64 at 1M: ~0.1 ms) and the graph holds the rest: recall@100 0.9994 at ef 200
 # (norm-ranging, Yan et al. 2018; bench/ann.py).
 NORM_HEAD = 0.01
-# How many candidates each source gives: about 400 in all, a few ms of scoring at 1M items.
+# How many candidates each source gives: about 850 distinct in all at 1M items, 4.4 ms a list at p50.
 FACTOR_CANDIDATES, CONTENT_CANDIDATES, NEIGHBOUR_CANDIDATES, POPULAR_CANDIDATES = 100, 50, 100, 100
 RECENT_ANCHORS = 20  # the user's latest items whose item-to-item neighbours are candidates
 FAVOURITE_CATEGORIES, CATEGORY_HEAD = 3, 200  # the user's top categories, and each one's most popular items
