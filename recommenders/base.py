@@ -131,9 +131,10 @@ def dot_rows_at(rows: sp.csr_matrix, matrix: sp.csr_matrix, columns: np.ndarray)
     owner = np.repeat(np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))[used], lengths)
     products = matrix.data[entries] * np.repeat(rows.data[used], lengths)
     order = np.argsort(columns, kind="stable")
-    position = np.searchsorted(columns[order], matrix.indices[entries])
+    ascending, found = columns[order], matrix.indices[entries]
+    position = np.searchsorted(ascending, found)
     hit = position < len(columns)
-    hit[hit] = columns[order][position[hit]] == matrix.indices[entries][hit]
+    hit[hit] = ascending[position[hit]] == found[hit]
     np.add.at(result, (owner[hit], order[position[hit]]), products[hit])
     return result
 

@@ -305,10 +305,8 @@ class Engine:
             user = None if user_id is None else self.data.users.get(user_id)
             product = None if product_id is None else self._item_index(product_id)
             shape = self._shape(filters)
-            among = self._retrieved(lambda retrieval: np.union1d(
-                retrieval.popular_head(self.data) if user is None else retrieval.candidates(self.data, user),
-                [] if product is None else retrieval.similar_candidates(self.data, product, k)).astype(np.int64),
-                user, shape, k, leave_out=product)
+            among = self._retrieved(lambda retrieval: retrieval.candidates(self.data, user, product, k), user, shape,
+                                    k, leave_out=product)
             ranked = self.realtime.recommend(self.data, user, k, product, event_type, shape, among)
             return self._labelled(*ranked, user=user, context=product, event_type=event_type)
 

@@ -139,18 +139,15 @@ class HybridRecommender:
         each component normalised over them, and the blend's order ranks them (not the ranker's, which
         learnt on whole-catalog candidates)."""
         if among is not None:
-            everywhere = np.ones(len(among), bool)
-            contributions = self.blend(data, user, self.weights(data, user, method), everywhere, among)
-            items, scores, labels = rank_contributions(data, user, POOL * k, contributions, everywhere, shape,
-                                                       items=among)
-            order = calibrated_order(scores, data.item_category[items], interest_shares(data, user), k)
-            return items[order], scores[order], [labels[i] for i in order]
-        candidates = candidate_mask(data, user, None if shape is None else shape.allowed)
-        if self.ranker is not None and method in (None, self.method):
+            candidates = np.ones(len(among), bool)
+        else:
+            candidates = candidate_mask(data, user, None if shape is None else shape.allowed)
+        if self.ranker is not None and method in (None, self.method) and among is None:
             contributions, order = self._ranked(data, user)
         else:
-            contributions, order = self.blend(data, user, self.weights(data, user, method), candidates), None
-        items, scores, labels = rank_contributions(data, user, POOL * k, contributions, candidates, shape, order)
+            contributions, order = self.blend(data, user, self.weights(data, user, method), candidates, among), None
+        items, scores, labels = rank_contributions(data, user, POOL * k, contributions, candidates, shape, order,
+                                                   items=among)
         order = calibrated_order(scores, data.item_category[items], interest_shares(data, user), k)
         return items[order], scores[order], [labels[i] for i in order]
 

@@ -191,15 +191,21 @@ class Retrieval:
         retrieval.texts = VectorIndex.load(path / CONTENT_FILE, "cosine", retrieval.projection.shape[1])
         return retrieval
 
-    def candidates(self, data: InteractionData, user: int) -> np.ndarray:
-        """Sorted distinct item indices worth scoring for the user (seen ones included: the caller masks);
-        with the popular head among them, always more than a list of MAX_COUNT (100) needs."""
-        users = np.array([user])
-        sources = [self.factors.nearest(self.als.user_vectors(data, users)[0], FACTOR_CANDIDATES),
-                   self.texts.nearest(self._embed_profile(self.content.profiles(data, users)[0]), CONTENT_CANDIDATES),
-                   self._neighbours(data.recent.of(user).items[-RECENT_ANCHORS:]),
-                   self._favourite_categories_head(data, user),
-                   self.popular_head(data)]
+    def candidates(self, data: InteractionData, user: int | None, product: int | None = None,
+                   at_least: int = 0) -> np.ndarray:
+        """Sorted distinct item indices worth scoring for the user (seen ones included: the caller masks),
+        and, for the push, for the product on screen (`similar_candidates`, `at_least` from each index).
+        With the popular head among them, always more than a list of MAX_COUNT (100) needs."""
+        sources = [self.popular_head(data)]
+        if user is not None:
+            users = np.array([user])
+            sources += [self.factors.nearest(self.als.user_vectors(data, users)[0], FACTOR_CANDIDATES),
+                        self.texts.nearest(self._embed_profile(self.content.profiles(data, users)[0]),
+                                           CONTENT_CANDIDATES),
+                        self._neighbours(data.recent.of(user).items[-RECENT_ANCHORS:]),
+                        self._favourite_categories_head(data, user)]
+        if product is not None:
+            sources.append(self.similar_candidates(data, product, at_least))
         return np.unique(np.concatenate(sources))
 
     def similar_candidates(self, data: InteractionData, item: int, at_least: int = 0) -> np.ndarray:
